@@ -1,0 +1,153 @@
+/**
+ * Ports: everything the core needs from the platform comes in through these, so the same
+ * core runs in a Worker, a Durable Object, Deno and Bun. Nothing here imports a runtime.
+ */
+import type { Config, ConfigError } from "./config.ts";
+import type { ErrorCode, ErrorInfo } from "./errors.ts";
+
+/** Milliseconds since the epoch. Injected: in Workers `Date.now()` only advances across I/O. */
+export interface Clock {
+  now(): number;
+}
+export const systemClock: Clock = { now: () => Date.now() };
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+/** Structured logs: one JSON object per line. Fields must never hold a token or secret. */
+export interface Logger {
+  log(level: LogLevel, event: string, fields?: Record<string, unknown>): void;
+}
+export const consoleLogger: Logger = {
+  log(level, event, fields) {
+    const line = JSON.stringify({ level, event, ...fields });
+    if (level === "error") console.error(line);
+    else if (level === "warn") console.warn(line);
+    else console.log(line);
+  },
+};
+
+/** A small durable key-value store: Durable Object storage, or memory. Values are structured-cloneable. */
+export interface KeyValueStore {
+  get<T>(key: string): Promise<T | undefined>;
+  put<T>(key: string, value: T): Promise<void>;
+  delete(key: string): Promise<void>;
+}
+
+/** In-memory KeyValueStore (Deno, Bun, unit tests). */
+export class MemoryStore implements KeyValueStore {
+  readonly #m = new Map<string, unknown>();
+  async get<T>(key: string): Promise<T | undefined> {
+    return structuredClone(this.#m.get(key)) as T | undefined;
+  }
+  async put<T>(key: string, value: T): Promise<void> {
+    this.#m.set(key, structuredClone(value));
+  }
+  async delete(key: string): Promise<void> {
+    this.#m.delete(key);
+  }
+}
+
+/** The fetch function; injected so tests and runtimes can supply their own. */
+export type FetchFn = (input: Request | string | URL, init?: RequestInit) => Promise<Response>;
+
+/** An access token. Lives only inside the gateway (the Durable Object, or the in-process source). */
+export interface AccessToken {
+  /** The bearer value. Never logged, never returned to a client, never cached outside the broker. */
+  value: string;
+  /** A non-secret identity for compare-and-swap invalidation (a hash prefix of the value). */
+  id: string;
+  /** Epoch ms at which the token endpoint said it expires. */
+  expiresAt: number;
+  /** Epoch ms at which we obtained it. */
+  obtainedAt: number;
+}
+
+/** Gives out a valid token and takes reports of rejected ones. */
+export interface TokenSource {
+  /** A token valid for a while yet; refreshes (single-flight) first when needed. */
+  getToken(): Promise<AccessToken>;
+  /** Compare-and-swap: retire the token with this id if it is still the current one. */
+  invalidate(id: string): Promise<void>;
+}
+
+/** Token state for /health: never the token. */
+export interface TokenStatus {
+  state: "none" | "valid" | "expired" | "failing";
+  ageS: number | undefined;
+  secondsLeft: number | undefined;
+  refreshAt: number | undefined;
+  lastRefreshAt: number | undefined;
+  lastError: ErrorCode | undefined;
+  /** Token requests sent since this instance started. */
+  tokenRequests: number;
+  /** Refreshes forced by invalidate() since this instance started. */
+  forcedRefreshes: number;
+}
+
+/** A redacted vehicle snapshot as it travels from the gateway object to the Worker and into the Cache API. */
+export interface SnapshotEnvelope {
+  /** JSON text of the redacted vehicle array (allow-listed fields only). */
+  body: string;
+  /** Epoch ms at which the partner answered. */
+  fetchedAt: number;
+  /** Strong validator of `body` (quoted, RFC 9110 §8.8.3). */
+  etag: string;
+  count: number;
+  /** Partner items dropped as malformed. */
+  dropped: number;
+}
+
+export type SnapshotResult =
+  | { ok: true; snapshot: SnapshotEnvelope; stale: boolean; error?: ErrorInfo }
+  | { ok: false; error: ErrorInfo };
+
+export interface GatewayCounters {
+  tokenRequests: number;
+  partnerRequests: number;
+  partnerFailures: number;
+  snapshotServed: number;
+  snapshotFetches: number;
+  droppedVehicles: number;
+}
+
+export interface GatewayStatus {
+  token: TokenStatus;
+  snapshot: { fetchedAt: number | undefined; ageS: number | undefined; count: number | undefined };
+  breaker: { state: "closed" | "open" | "half-open"; retryAt: number | undefined };
+  counters: GatewayCounters;
+}
+
+export interface WarmResult {
+  tokenSecondsLeft: number | undefined;
+  snapshotFetchedAt: number | undefined;
+  error?: ErrorInfo;
+}
+
+/** L3: the world's one gateway (a Durable Object in Workers; in-process on Deno and Bun). */
+export interface SnapshotSource {
+  /** A snapshot fresher than `notOlderThan` (epoch ms) if given, else within the TTL; stale-if-error inside. */
+  getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult>;
+  status(): Promise<GatewayStatus>;
+  /** Cron warm-up: token valid for at least `tokenValidForS`, snapshot fresh. */
+  warm(opts: { tokenValidForS: number }): Promise<WarmResult>;
+}
+
+/** L2: a per-location response cache (the Cache API, or a bounded memory cache). */
+export interface ResponseCache {
+  match(key: string): Promise<Response | undefined>;
+  put(key: string, response: Response): Promise<void>;
+}
+
+/** Optional per-caller rate limit (the Workers Rate Limiting binding). true: allowed. */
+export type RateLimiter = (key: string) => Promise<boolean>;
+
+/** Everything the app needs, per isolate. Request-scoped things (waitUntil) come from the request context. */
+export interface Deps {
+  config: Config | ConfigError;
+  gateway: SnapshotSource;
+  cache: ResponseCache | undefined;
+  clock: Clock;
+  log: Logger;
+  rateLimit: RateLimiter | undefined;
+  /** Isolate-level plain-value memory (L1). Never holds a promise shared across requests. */
+  memory: { snapshot?: unknown; revalidatingUntil?: number };
+}
