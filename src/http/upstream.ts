@@ -1,0 +1,110 @@
+/**
+ * The one way the gateway talks to an upstream (token endpoint, partner API): a deadline that
+ * covers headers *and* body, a cap on the body size, and `redirect: "manual"` so a redirect is
+ * an answer we refuse, never a hop that carries our credentials elsewhere.
+ */
+import type { FetchFn } from "../deps.ts";
+
+export interface UpstreamResponse {
+  status: number;
+  headers: Headers;
+  /** The body as text, at most `maxBytes` bytes. */
+  text: string;
+}
+
+/** Why an upstream call failed before we had a complete answer. */
+export type UpstreamFailure = "timeout" | "network" | "too_large";
+
+export class UpstreamError extends Error {
+  readonly kind: UpstreamFailure;
+  constructor(kind: UpstreamFailure, cause?: unknown) {
+    // The message names the kind only: a cause may quote a URL or header we do not want in logs.
+    super(`upstream ${kind}`, cause === undefined ? undefined : { cause });
+    this.name = "UpstreamError";
+    this.kind = kind;
+  }
+}
+
+/**
+ * Sends `request` and reads the whole body within `timeoutMs`, refusing bodies over `maxBytes`
+ * (checked against Content-Length first, then while streaming).
+ */
+export async function fetchUpstream(
+  fetchFn: FetchFn,
+  request: Request,
+  opts: { timeoutMs: number; maxBytes: number },
+): Promise<UpstreamResponse> {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, opts.timeoutMs);
+  try {
+    const res = await fetchFn(new Request(request, { redirect: "manual", signal: controller.signal }));
+    const declared = Number(res.headers.get("content-length"));
+    if (Number.isFinite(declared) && declared > opts.maxBytes) {
+      await res.body?.cancel().catch(() => {});
+      throw new UpstreamError("too_large");
+    }
+    const text = await readCapped(res, opts.maxBytes);
+    return { status: res.status, headers: res.headers, text };
+  } catch (err) {
+    if (err instanceof UpstreamError) throw err;
+    throw new UpstreamError(timedOut ? "timeout" : "network", err);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readCapped(res: Response, maxBytes: number): Promise<string> {
+  if (!res.body) return "";
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let size = 0;
+  let out = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new UpstreamError("too_large");
+    }
+    out += decoder.decode(value, { stream: true });
+  }
+  return out + decoder.decode();
+}
+
+/**
+ * `Retry-After` in seconds (RFC 9110 §10.2.3: delay-seconds or an HTTP-date), clamped to
+ * [0, maxS]; undefined when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | null, nowMs: number, maxS = 3600): number | undefined {
+  if (value === null) return undefined;
+  const v = value.trim();
+  let s: number;
+  if (/^\d+$/.test(v)) s = Number(v);
+  else {
+    const t = Date.parse(v);
+    if (Number.isNaN(t)) return undefined;
+    s = Math.ceil((t - nowMs) / 1000);
+  }
+  return Math.min(Math.max(s, 0), maxS);
+}
+
+/** Capped exponential backoff with full jitter: a uniform delay in [0, min(cap, base * 2^attempt)). */
+export function backoffMs(attempt: number, baseMs: number, capMs: number, random: () => number = Math.random): number {
+  return Math.floor(random() * Math.min(capMs, baseMs * 2 ** attempt));
+}
+
+/** Lower-cased media type of a Content-Type header, without parameters. */
+export function mediaType(headers: Headers): string {
+  return (headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
+}
+
+/** SHA-256 hex of a string (identities and fingerprints that must not reveal their input). */
+export async function sha256Hex(input: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(input));
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
