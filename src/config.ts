@@ -155,7 +155,10 @@ export function parseConfig(env: Env): Config {
 
   const corsRaw = str("CORS_ORIGINS");
   const corsOrigins: string[] = [];
-  for (const o of (corsRaw ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
+  for (const o of (corsRaw ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     if (o === "*") corsOrigins.push(o);
     else {
       try {
@@ -174,14 +177,19 @@ export function parseConfig(env: Env): Config {
   if (keysRaw !== undefined && keysRaw !== "") {
     if (typeof keysRaw !== "string") bad("API_KEYS", "must be a string");
     else {
-      const keys = keysRaw.split(",").map((s) => s.trim()).filter(Boolean);
-      if (keys.length === 0 || keys.some((k) => k.length < 16)) bad("API_KEYS", "must be comma-separated keys of 16 or more characters");
+      const keys = keysRaw
+        .split(",")
+        .map((s) => s.trim())
+        .filter(Boolean);
+      if (keys.length === 0 || keys.some((k) => k.length < 16))
+        bad("API_KEYS", "must be comma-separated keys of 16 or more characters");
       else apiKeys = new Set(keys);
     }
   }
 
   const hint = str("GATEWAY_LOCATION_HINT");
-  if (hint !== undefined && !LOCATION_HINTS.includes(hint)) bad("GATEWAY_LOCATION_HINT", `must be one of ${LOCATION_HINTS.join(", ")}`);
+  if (hint !== undefined && !LOCATION_HINTS.includes(hint))
+    bad("GATEWAY_LOCATION_HINT", `must be one of ${LOCATION_HINTS.join(", ")}`);
 
   const config: Config = {
     tokenUrl,

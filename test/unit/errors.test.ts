@@ -3,7 +3,9 @@ import { AppError, problemResponse } from "../../src/errors.ts";
 
 describe("problemResponse", () => {
   it("maps an AppError to RFC 9457 problem+json with its stable code", async () => {
-    const res = problemResponse(new AppError("partner_rate_limited", { retryAfterS: 12.2 }), { instance: "/v1/vehicles" });
+    const res = problemResponse(new AppError("partner_rate_limited", { retryAfterS: 12.2 }), {
+      instance: "/v1/vehicles",
+    });
     expect(res.status).toBe(503);
     expect(res.headers.get("content-type")).toBe("application/problem+json");
     expect(res.headers.get("cache-control")).toBe("no-store");
