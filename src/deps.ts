@@ -148,6 +148,29 @@ export interface Deps {
   clock: Clock;
   log: Logger;
   rateLimit: RateLimiter | undefined;
+  /** Honour `x-gateway-bypass: memory,cache` (benchmarks of the lower tiers only; off in production). */
+  allowTierBypass: boolean;
   /** Isolate-level plain-value memory (L1). Never holds a promise shared across requests. */
-  memory: { snapshot?: unknown; revalidatingUntil?: number };
+  memory: IsolateMemory;
+}
+
+/** Hits and misses per tier, as seen by one isolate (reported by /health). */
+export interface TierCounters {
+  memoryHits: number;
+  cacheHits: number;
+  gatewayCalls: number;
+  staleServed: number;
+  notModified: number;
+}
+
+export interface IsolateMemory {
+  /** The parsed snapshot (L1): plain values only. */
+  snapshot?: unknown;
+  /** Epoch ms until which a background revalidation is already under way in this isolate. */
+  revalidatingUntil?: number;
+  counters: TierCounters;
+}
+
+export function newIsolateMemory(): IsolateMemory {
+  return { counters: { memoryHits: 0, cacheHits: 0, gatewayCalls: 0, staleServed: 0, notModified: 0 } };
 }

@@ -1,0 +1,197 @@
+/**
+ * createApp: the Hono app, with no runtime imports. Everything platform-shaped arrives in
+ * `c.env.deps` (per isolate) and `c.executionCtx` (per request).
+ */
+import { Hono, type MiddlewareHandler } from "hono";
+import { cors } from "hono/cors";
+import { methodNotAllowed } from "hono/method-not-allowed";
+import { type Config, ConfigError } from "./config.ts";
+import type { Deps } from "./deps.ts";
+import { AppError, problemResponse } from "./errors.ts";
+import { vehicleRoutes } from "./vehicles/routes.ts";
+
+export interface AppEnv {
+  Bindings: { deps: Deps };
+  Variables: { config: Config; requestId: string; logFields: Record<string, unknown> };
+}
+
+/** Longest URL (path and query) we read; longer: 414. */
+const MAX_URL_LENGTH = 4096;
+
+/** waitUntil where the runtime has one, else let the promise run (Deno and Bun keep the process alive). */
+export function waitUntilOf(c: {
+  executionCtx: { waitUntil(p: Promise<unknown>): void };
+}): (p: Promise<unknown>) => void {
+  try {
+    const ctx = c.executionCtx;
+    return (p) => ctx.waitUntil(p);
+  } catch {
+    return (p) => {
+      p.catch(() => {});
+    };
+  }
+}
+
+/** Constant-time comparison of two strings (API keys), so timing says nothing about a near miss. */
+function safeEqual(a: string, b: string): boolean {
+  const ea = new TextEncoder().encode(a);
+  const eb = new TextEncoder().encode(b);
+  let diff = ea.length ^ eb.length;
+  for (let i = 0; i < Math.max(ea.length, eb.length); i++) diff |= (ea[i % ea.length] ?? 0) ^ (eb[i % eb.length] ?? 0);
+  return diff === 0;
+}
+
+export function createApp(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  // One structured log line per request, and headers every answer carries.
+  app.use(async (c, next) => {
+    const deps = c.env.deps;
+    const started = deps.clock.now();
+    const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+    c.set("requestId", requestId);
+    c.set("logFields", {});
+    await next();
+    c.res.headers.set("x-content-type-options", "nosniff");
+    c.res.headers.set("x-request-id", requestId);
+    deps.log.log("info", "request", {
+      requestId,
+      method: c.req.method,
+      route: c.req.routePath,
+      status: c.res.status,
+      durationMs: deps.clock.now() - started,
+      ...c.get("logFields"),
+    });
+  });
+
+  app.use(
+    methodNotAllowed({
+      app,
+      onMethodNotAllowed: (c, methods) => {
+        const allow = [...new Set([...methods, "OPTIONS"])].join(", ");
+        return problemResponse(new AppError("method_not_allowed", { detail: `allowed: ${allow}` }), {
+          instance: c.req.path,
+          headers: { allow },
+        });
+      },
+    }),
+  );
+
+  // Configuration, parsed once per isolate: a bad setting is a 500 that names it (never its value).
+  app.use(async (c, next) => {
+    const config = c.env.deps.config;
+    if (config instanceof ConfigError) {
+      c.env.deps.log.log("error", "config_invalid", { settings: config.settings });
+      if (c.req.path === "/health") {
+        return c.json({ status: "misconfigured", config: { ok: false, invalid: config.settings } }, 503, {
+          "cache-control": "no-store",
+        });
+      }
+      throw new AppError("config_invalid", {
+        detail: `invalid or missing settings: ${config.settings.join(", ")}`,
+        extra: { settings: config.settings },
+      });
+    }
+    c.set("config", config);
+    await next();
+  });
+
+  // Bad requests before any work: oversized URLs, bodies on read-only routes.
+  app.use(async (c, next) => {
+    const url = c.req.url;
+    const pathAndQuery = url.slice(url.indexOf("/", url.indexOf("//") + 2));
+    if (pathAndQuery.length > MAX_URL_LENGTH) throw new AppError("query_too_large");
+    const length = c.req.header("content-length");
+    if ((length !== undefined && length !== "0") || c.req.header("transfer-encoding") !== undefined) {
+      throw new AppError("body_not_allowed", { detail: "requests to this API carry no body" });
+    }
+    await next();
+  });
+
+  // CORS only for configured origins; no wildcard unless configured as "*".
+  app.use(async (c, next) => {
+    const origins = c.get("config").corsOrigins;
+    if (origins.length === 0) return next();
+    return cors({
+      origin: origins.includes("*") ? "*" : (origin) => (origins.includes(origin) ? origin : null),
+      allowMethods: ["GET", "HEAD", "OPTIONS"],
+      allowHeaders: ["x-api-key", "if-none-match"],
+      exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
+      maxAge: 600,
+    })(c, next);
+  });
+
+  const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
+    const { apiKeys } = c.get("config");
+    const deps = c.env.deps;
+    let caller = c.req.header("cf-connecting-ip") ?? "anonymous";
+    if (apiKeys) {
+      const key = c.req.header("x-api-key") ?? "";
+      let ok = false;
+      for (const k of apiKeys) ok = safeEqual(key, k) || ok;
+      if (!ok) {
+        throw new AppError("unauthorized", {
+          detail: "send a valid key in the x-api-key header",
+          extra: { authentication: "x-api-key" },
+        });
+      }
+      caller = `key:${key.slice(0, 6)}`;
+    }
+    if (deps.rateLimit && !(await deps.rateLimit(caller))) {
+      throw new AppError("rate_limited", { retryAfterS: 60 });
+    }
+    await next();
+  };
+  app.use("/v1/*", guard);
+
+  app.route("/v1/vehicles", vehicleRoutes());
+
+  app.get("/health", async (c) => {
+    const deps = c.env.deps;
+    const config = c.get("config");
+    let gateway: unknown;
+    let ok = true;
+    try {
+      gateway = await deps.gateway.status();
+    } catch (err) {
+      ok = false;
+      gateway = { error: err instanceof AppError ? err.code : "gateway_unavailable" };
+    }
+    return c.json(
+      {
+        status: ok ? "ok" : "degraded",
+        config: {
+          ok: true,
+          partnerApi: config.apiUrl,
+          clientAuth: config.clientAuth,
+          vehiclesTtlS: config.vehiclesTtlS,
+          vehiclesStaleS: config.vehiclesStaleS,
+          apiKeys: config.apiKeys !== undefined,
+          rateLimit: deps.rateLimit !== undefined,
+          cache: deps.cache !== undefined,
+        },
+        gateway,
+        isolate: deps.memory.counters,
+      },
+      ok ? 200 : 503,
+      { "cache-control": "no-store" },
+    );
+  });
+
+  app.notFound((c) => problemResponse(new AppError("not_found"), { instance: c.req.path }));
+
+  // The one error mapping point: typed errors by code, anything else a generic 500 (detail to logs).
+  app.onError((err, c) => {
+    if (!(err instanceof AppError)) {
+      c.env.deps.log.log("error", "unhandled_error", {
+        requestId: c.get("requestId"),
+        error: err instanceof Error ? `${err.name}: ${err.message}` : "unknown",
+      });
+    } else if (err.status >= 500) {
+      c.get("logFields").error = err.code;
+    }
+    return problemResponse(err, { instance: c.req.path });
+  });
+
+  return app;
+}

@@ -1,0 +1,46 @@
+/**
+ * The Worker's view of the gateway object, with the platform's retry rules (DESIGN.md): retry
+ * only errors marked `.retryable`, with a new stub, at most once; never retry `.overloaded`.
+ */
+import type { GatewayStatus, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
+import { AppError } from "../../errors.ts";
+import type { PartnerGateway } from "./gateway-object.ts";
+
+/** The one object's name: one token and one partner fetch for the whole world. */
+export const GATEWAY_NAME = "partner-gateway";
+
+type Flags = { retryable?: boolean; overloaded?: boolean };
+
+export function gatewayStub(ns: DurableObjectNamespace<PartnerGateway>, locationHint?: string): SnapshotSource {
+  const stub = () =>
+    ns.getByName(GATEWAY_NAME, locationHint ? { locationHint: locationHint as DurableObjectLocationHint } : undefined);
+
+  async function call<T>(fn: (s: DurableObjectStub<PartnerGateway>) => Promise<T>): Promise<T> {
+    try {
+      return await fn(stub());
+    } catch (err) {
+      const f = (err ?? {}) as Flags;
+      if (f.retryable && !f.overloaded) {
+        try {
+          return await fn(stub());
+        } catch {
+          // fall through to the same typed error
+        }
+      }
+      throw new AppError("gateway_unavailable", { retryAfterS: f.overloaded ? 5 : 1, cause: err });
+    }
+  }
+
+  return {
+    getSnapshot: async (opts) => {
+      try {
+        return (await call((s) => s.getSnapshot(opts))) as SnapshotResult;
+      } catch (err) {
+        const e = err instanceof AppError ? err : new AppError("gateway_unavailable");
+        return { ok: false, error: e.toInfo() };
+      }
+    },
+    status: async () => (await call((s) => s.status())) as GatewayStatus,
+    warm: async (opts) => (await call((s) => s.warm(opts))) as WarmResult,
+  };
+}

@@ -1,0 +1,104 @@
+/**
+ * GET|HEAD /v1/vehicles and /v1/vehicles/{vin}: filters are computed here, at the edge, over the
+ * cached snapshot; they are never sent to the partner and never part of a shared cache key.
+ */
+import { type Context, Hono } from "hono";
+import type { AppEnv } from "../app.ts";
+import { waitUntilOf } from "../app.ts";
+import type { Config } from "../config.ts";
+import { AppError } from "../errors.ts";
+import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
+import { queryVehicles, serializeVehicles } from "./snapshot.ts";
+import { loadSnapshot, type Served } from "./tiers.ts";
+
+/** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
+function bypassOf(c: Context<AppEnv>): { memory?: boolean; cache?: boolean } | undefined {
+  const h = c.req.header("x-gateway-bypass");
+  if (!h || !c.env.deps.allowTierBypass) return undefined;
+  const parts = h.split(",").map((s) => s.trim());
+  return { memory: parts.includes("memory"), cache: parts.includes("cache") };
+}
+
+async function serve(c: Context<AppEnv>): Promise<Served> {
+  const deps = c.env.deps;
+  const config = c.get("config");
+  const bypass = bypassOf(c);
+  const s = await loadSnapshot({ deps, config, waitUntil: waitUntilOf(c), ...(bypass ? { bypass } : {}) });
+  const counters = deps.memory.counters;
+  if (s.tier === "memory") counters.memoryHits++;
+  else if (s.tier === "cache") counters.cacheHits++;
+  else counters.gatewayCalls++;
+  if (s.stale) counters.staleServed++;
+  Object.assign(c.get("logFields"), { tier: s.tier, stale: s.stale, cacheStatus: s.cacheStatus });
+  return s;
+}
+
+/** Cache-Control for downstream caches: shared only when no API key is needed (RFC 9111 §5.2.2). */
+function cacheControl(config: Config, s: Served): string {
+  const scope = config.apiKeys ? "private" : "public";
+  const left = Math.max(0, config.vehiclesTtlS - s.ageS);
+  if (s.stale) return `${scope}, max-age=0, must-revalidate`;
+  return `${scope}, max-age=${left}, stale-while-revalidate=${config.vehiclesStaleS}, stale-if-error=${config.vehiclesStaleS}`;
+}
+
+/** If-None-Match (RFC 9110 §13.1.2): weak comparison, `*` matches any current representation. */
+function matches(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  const bare = (t: string) => t.trim().replace(/^W\//, "");
+  if (ifNoneMatch.trim() === "*") return true;
+  return ifNoneMatch.split(",").some((t) => bare(t) === bare(etag));
+}
+
+function respond(c: Context<AppEnv>, s: Served, etag: string, body: () => string): Response {
+  const config = c.get("config");
+  const headers = new Headers({
+    "cache-status": s.cacheStatus,
+    age: String(s.ageS),
+    etag,
+    "cache-control": cacheControl(config, s),
+    vary: config.apiKeys ? "accept-encoding, origin, x-api-key" : "accept-encoding, origin",
+  });
+  if (matches(c.req.header("if-none-match"), etag)) {
+    c.env.deps.memory.counters.notModified++;
+    return new Response(null, { status: 304, headers });
+  }
+  headers.set("content-type", "application/json; charset=utf-8");
+  return new Response(body(), { status: 200, headers });
+}
+
+/** A weak validator for a filtered view: the snapshot's validator and the canonical query. */
+function viewEtag(snapshotEtag: string, view: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < view.length; i++) h = Math.imul(h ^ view.charCodeAt(i), 0x01000193) >>> 0;
+  return `W/"${snapshotEtag.replace(/^W\//, "").replaceAll('"', "")}-${h.toString(16)}"`;
+}
+
+export function vehicleRoutes(): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+
+  r.get("/", async (c) => {
+    const config = c.get("config");
+    // Parse before any tier is touched: bad input costs nothing upstream.
+    const query = parseVehicleQuery(new URL(c.req.url).searchParams, { maxLimit: config.vehiclesMaxLimit });
+    const s = await serve(c);
+    const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
+    return respond(c, s, etag, () => {
+      const result = queryVehicles(s.snapshot, query);
+      return serializeVehicles(s.snapshot, result, { stale: s.stale, query });
+    });
+  });
+
+  r.get("/:vin", async (c) => {
+    if (new URL(c.req.url).search !== "") {
+      throw new AppError("invalid_parameter", { detail: "this route takes no query parameters" });
+    }
+    const vin = parseVin(c.req.param("vin"));
+    const s = await serve(c);
+    const vehicle = s.snapshot.byVin.get(vin);
+    if (!vehicle) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
+    const body = JSON.stringify({ vehicle, fetchedAt: new Date(s.snapshot.fetchedAt).toISOString(), stale: s.stale });
+    return respond(c, s, viewEtag(s.snapshot.etag, `vin=${vin}|stale=${s.stale}`), () => body);
+  });
+
+  return r;
+}

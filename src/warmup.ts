@@ -1,0 +1,58 @@
+/**
+ * The cron warm-up: the token stays valid past the next tick, the gateway's snapshot is fresh,
+ * and this data centre's cache is filled. Never throws; failures are logged and counted, and a
+ * failing partner is protected by the gateway's own backoff and breaker, so a tick cannot storm.
+ */
+import { ConfigError } from "./config.ts";
+import type { Deps } from "./deps.ts";
+import { AppError } from "./errors.ts";
+import { warmTiers } from "./vehicles/tiers.ts";
+
+export interface WarmUpReport {
+  ok: boolean;
+  tokenSecondsLeft: number | undefined;
+  snapshotFetchedAt: number | undefined;
+  error: string | undefined;
+}
+
+/** Slack past the next tick: a tick may run late. */
+const TICK_SLACK_S = 30;
+
+export async function warmUp(
+  deps: Deps,
+  opts: { waitUntil: (p: Promise<unknown>) => void; intervalS: number; scheduledTime?: number },
+): Promise<WarmUpReport> {
+  const report: WarmUpReport = {
+    ok: false,
+    tokenSecondsLeft: undefined,
+    snapshotFetchedAt: undefined,
+    error: undefined,
+  };
+  const config = deps.config;
+  if (config instanceof ConfigError) {
+    report.error = "config_invalid";
+    deps.log.log("error", "warmup_failed", { code: report.error, settings: config.settings });
+    return report;
+  }
+  try {
+    const warm = await deps.gateway.warm({ tokenValidForS: opts.intervalS + TICK_SLACK_S });
+    report.tokenSecondsLeft = warm.tokenSecondsLeft;
+    report.snapshotFetchedAt = warm.snapshotFetchedAt;
+    if (warm.error) report.error = warm.error.code;
+    else {
+      await warmTiers({ deps, config, waitUntil: opts.waitUntil });
+      report.ok = true;
+    }
+  } catch (err) {
+    report.error = err instanceof AppError ? err.code : "internal";
+  }
+  deps.log.log(report.ok ? "info" : "warn", report.ok ? "warmup_done" : "warmup_failed", {
+    code: report.error,
+    tokenSecondsLeft: report.tokenSecondsLeft,
+    snapshotAgeS:
+      report.snapshotFetchedAt === undefined
+        ? undefined
+        : Math.round((deps.clock.now() - report.snapshotFetchedAt) / 1000),
+  });
+  return report;
+}
