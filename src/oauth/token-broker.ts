@@ -1,0 +1,441 @@
+/**
+ * The one holder of the partner access token: single-flight refresh, persistence across resets,
+ * compare-and-swap invalidation with a storm guard, bounded retries, Retry-After and a negative
+ * cache for rejected credentials. Runtime-agnostic: it lives in the gateway Durable Object on
+ * Workers and in-process on Deno and Bun; everything platform-shaped is injected.
+ *
+ * The access token leaves this class only through getToken(). It is never logged, never in an
+ * error, never in status().
+ */
+import type { Config } from "../config.ts";
+import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource, TokenStatus } from "../deps.ts";
+import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
+import { backoffMs, sha256Hex } from "../http/upstream.ts";
+import { isUsable, minRefreshIntervalMs, scheduleRefresh, usableUntil } from "./refresh-timing.ts";
+import { requestToken, type TokenGrant } from "./token-endpoint.ts";
+
+/** Storage key of the persisted token. */
+export const TOKEN_STORE_KEY = "oauth:token";
+
+/** Token requests per getToken() at most: enough to ride out a blip, too few to hammer. */
+export const MAX_ATTEMPTS = 3;
+/** Backoff between attempts: full jitter in [0, min(cap, base * 2^attempt)). */
+export const BACKOFF_BASE_MS = 250;
+export const BACKOFF_CAP_MS = 2_000;
+/**
+ * No new attempt starts unless it can finish (backoff + token timeout) within this budget of the
+ * first one, so one getToken() stays well below the 30 s a caller may wait on a Durable Object.
+ * With the default 5 s token timeout: 3 fast failures take under a second of backoff; an endpoint
+ * that times out every time gets 2 attempts (about 10.3 s), as a third could not end by 15 s.
+ */
+export const RETRY_BUDGET_MS = 15_000;
+/** How long `token_client_rejected` is remembered: wrong credentials never cause a request storm. */
+export const REJECTED_CACHE_MS = 60_000;
+/**
+ * After a refresh fails for a transient reason (all attempts spent), new requests wait this long,
+ * doubling per consecutive failure up to FAILURE_COOLDOWN_MAX_MS; callers meanwhile get the last
+ * error at once. Single-flight already bounds the rate; this keeps a dead endpoint from seeing a
+ * fresh burst of attempts the instant each one ends.
+ */
+export const FAILURE_COOLDOWN_BASE_MS = 1_000;
+export const FAILURE_COOLDOWN_MAX_MS = 30_000;
+/** invalidate() forces at most one refresh per this interval... */
+export const FORCED_REFRESH_MIN_INTERVAL_MS = 10_000;
+/**
+ * ...and at most this many per minute: a partner that rejects every fresh token (clock skew, a
+ * wrong audience) costs 3 token requests a minute, not one per partner call.
+ */
+export const FORCED_REFRESH_MAX_PER_MINUTE = 3;
+
+/** What is persisted: enough to reuse the token after a reset, and to tell whether it is ours. */
+export interface StoredToken {
+  value: string;
+  expiresAt: number;
+  obtainedAt: number;
+  /** sha256 of the settings that obtained it; any change of them retires the token. */
+  fingerprint: string;
+}
+
+/** Everything the broker needs. `random` and `sleep` are injectable for tests. */
+export interface TokenBrokerOptions {
+  config: Config;
+  fetch: FetchFn;
+  store: KeyValueStore;
+  clock: Clock;
+  log: Logger;
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+interface Current {
+  token: AccessToken;
+  refreshAt: number;
+}
+
+/** An error window: until `until`, no token request; callers get `error` at once. */
+interface Gate {
+  until: number;
+  error: ErrorInfo;
+}
+
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "token_endpoint_error",
+  "token_endpoint_unavailable",
+  "token_endpoint_timeout",
+]);
+
+function toAppError(err: unknown): AppError {
+  return err instanceof AppError ? err : new AppError("internal", { cause: err });
+}
+
+/** The non-secret identity of a token: the first 16 hex characters of its SHA-256. */
+export async function tokenId(value: string): Promise<string> {
+  return (await sha256Hex(value)).slice(0, 16);
+}
+
+/**
+ * The fingerprint of the settings that obtain a token. JSON of an array separates the fields
+ * unambiguously (no "a|b" + "c" == "a" + "b|c"); the hash keeps the secret out of storage metadata.
+ */
+export function settingsFingerprint(
+  config: Pick<Config, "tokenUrl" | "clientId" | "clientSecret" | "clientAuth" | "scope">,
+): Promise<string> {
+  return sha256Hex(
+    JSON.stringify([
+      "oauth-token-v1",
+      config.tokenUrl,
+      config.clientId,
+      config.clientSecret,
+      config.clientAuth,
+      config.scope ?? null,
+    ]),
+  );
+}
+
+/**
+ * OAuth 2.0 client-credentials token source (RFC 6749 §4.4) for the partner API.
+ *
+ * - getToken(): the current token while usable; past its refresh time it is still handed out and
+ *   renewed in the background; when none is usable, callers wait for the (single) refresh.
+ * - invalidate(id): compare-and-swap on the token id; at most one forced refresh per 10 s and 3 a minute.
+ */
+export class TokenBroker implements TokenSource {
+  readonly #config: Config;
+  readonly #fetch: FetchFn;
+  readonly #store: KeyValueStore;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #random: () => number;
+  readonly #sleep: (ms: number) => Promise<void>;
+
+  #current: Current | undefined;
+  #loaded: Promise<void> | undefined;
+  #fingerprint: Promise<string> | undefined;
+  /** The refresh in flight: every caller joins it. Cleared in `finally` only if still current. */
+  #flight: Promise<Current> | undefined;
+  #gate: Gate | undefined;
+  #consecutiveFailures = 0;
+  #lastError: ErrorCode | undefined;
+  #lastRefreshAt: number | undefined;
+  #lastForcedAt: number | undefined;
+  #forcedTimes: number[] = [];
+  #tokenRequests = 0;
+  #forcedRefreshes = 0;
+
+  constructor(opts: TokenBrokerOptions) {
+    this.#config = opts.config;
+    this.#fetch = opts.fetch;
+    this.#store = opts.store;
+    this.#clock = opts.clock;
+    this.#log = opts.log;
+    this.#random = opts.random ?? Math.random;
+    this.#sleep = opts.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  }
+
+  /** Token requests sent since this instance started (each attempt counts). */
+  get tokenRequests(): number {
+    return this.#tokenRequests;
+  }
+
+  /** Refreshes forced by invalidate() since this instance started. */
+  get forcedRefreshes(): number {
+    return this.#forcedRefreshes;
+  }
+
+  /** A usable token; refreshes first (single-flight) only when none is usable. */
+  async getToken(): Promise<AccessToken> {
+    await this.#load();
+    const now = this.#clock.now();
+    const cur = this.#current;
+    if (cur && isUsable(cur.token, now)) {
+      // Past its refresh time: hand it out anyway and renew behind it (see shouldRefresh).
+      if (now >= cur.refreshAt) this.#refreshInBackground(now);
+      return { ...cur.token };
+    }
+    const next = await this.#refresh();
+    return { ...next.token };
+  }
+
+  /**
+   * Retires the token with this id if it is still the current one, and starts one refresh.
+   * A report about an older token (the id no longer matches) does nothing, so 50 concurrent
+   * reports of one rejected token cost one refresh. Beyond the storm guard it does nothing but warn.
+   * Never throws: a failing refresh surfaces through the next getToken().
+   */
+  async invalidate(id: string): Promise<void> {
+    await this.#load();
+    const cur = this.#current;
+    if (cur === undefined || cur.token.id !== id) {
+      this.#log.log("debug", "token_invalidate_stale", { tokenId: id });
+      return;
+    }
+    const now = this.#clock.now();
+    this.#forcedTimes = this.#forcedTimes.filter((t) => now - t < 60_000);
+    if (
+      (this.#lastForcedAt !== undefined && now - this.#lastForcedAt < FORCED_REFRESH_MIN_INTERVAL_MS) ||
+      this.#forcedTimes.length >= FORCED_REFRESH_MAX_PER_MINUTE
+    ) {
+      this.#log.log("warn", "token_invalidate_suppressed", { tokenId: id, forcedLastMinute: this.#forcedTimes.length });
+      return;
+    }
+    this.#lastForcedAt = now;
+    this.#forcedTimes.push(now);
+    this.#forcedRefreshes++;
+    // Synchronously (no await since the id check) retire it, so concurrent reports see no match.
+    this.#current = undefined;
+    this.#log.log("info", "token_invalidated", { tokenId: id });
+    this.#store.delete(TOKEN_STORE_KEY).catch((err: unknown) => this.#logStoreFailure("delete", err));
+    // A refresh already in flight yields a new token: join it rather than start another.
+    try {
+      await this.#refresh();
+    } catch {
+      // Logged by the flight; getToken() reports it to callers.
+    }
+  }
+
+  /** Token state for /health: never the token. */
+  status(): TokenStatus {
+    const now = this.#clock.now();
+    const cur = this.#current;
+    const usable = cur !== undefined && isUsable(cur.token, now);
+    let state: TokenStatus["state"];
+    if (usable) state = "valid";
+    else if (this.#lastError !== undefined) state = "failing";
+    else if (cur !== undefined) state = "expired";
+    else state = "none";
+    return {
+      state,
+      ageS: cur ? Math.max(0, Math.floor((now - cur.token.obtainedAt) / 1000)) : undefined,
+      secondsLeft: cur ? Math.max(0, Math.floor((cur.token.expiresAt - now) / 1000)) : undefined,
+      refreshAt: cur?.refreshAt,
+      lastRefreshAt: this.#lastRefreshAt,
+      lastError: this.#lastError,
+      tokenRequests: this.#tokenRequests,
+      forcedRefreshes: this.#forcedRefreshes,
+    };
+  }
+
+  /**
+   * When the current token should be renewed (epoch ms; may be in the past), pushed back to the end
+   * of a Retry-After or negative-cache window; undefined with no token. For a Durable Object alarm.
+   */
+  nextRefreshAt(): number | undefined {
+    const cur = this.#current;
+    if (cur === undefined) return undefined;
+    return Math.max(cur.refreshAt, this.#gate?.until ?? 0);
+  }
+
+  /**
+   * Cron warm-up: makes sure a token stays usable for `seconds` more, refreshing now if not.
+   * A token younger than its minimum refresh interval is kept even if it cannot last that long
+   * (a new one would not last longer). Throws the refresh's error (the old token, if still
+   * usable, keeps being served by getToken()).
+   */
+  async ensureValidFor(seconds: number): Promise<void> {
+    await this.#load();
+    const now = this.#clock.now();
+    const cur = this.#current;
+    if (cur && isUsable(cur.token, now)) {
+      if (usableUntil(cur.token) - now >= seconds * 1000) return;
+      const life = cur.token.expiresAt - cur.token.obtainedAt;
+      if (now - cur.token.obtainedAt < minRefreshIntervalMs(life)) return;
+    }
+    await this.#refresh();
+  }
+
+  /** Resolves once no refresh is in flight (tests; a graceful shutdown). Never rejects. */
+  async whenIdle(): Promise<void> {
+    while (this.#flight) await this.#flight.catch(() => {});
+  }
+
+  // --- internals -------------------------------------------------------------------------
+
+  #fingerprintOf(): Promise<string> {
+    this.#fingerprint ??= settingsFingerprint(this.#config);
+    return this.#fingerprint;
+  }
+
+  /** Loads the persisted token once per instance (a reset keeps storage, loses memory). */
+  #load(): Promise<void> {
+    this.#loaded ??= this.#loadStored();
+    return this.#loaded;
+  }
+
+  async #loadStored(): Promise<void> {
+    let stored: StoredToken | undefined;
+    try {
+      stored = await this.#store.get<StoredToken>(TOKEN_STORE_KEY);
+    } catch (err) {
+      this.#logStoreFailure("get", err);
+      return;
+    }
+    if (stored === undefined) return;
+    if (
+      typeof stored !== "object" ||
+      stored === null ||
+      typeof stored.value !== "string" ||
+      typeof stored.expiresAt !== "number" ||
+      typeof stored.obtainedAt !== "number" ||
+      typeof stored.fingerprint !== "string"
+    ) {
+      this.#log.log("warn", "token_store_malformed");
+      return;
+    }
+    if (stored.fingerprint !== (await this.#fingerprintOf())) {
+      // A change of client id, secret, token URL, auth method or scope: that token is not ours now.
+      this.#log.log("info", "token_retired", { reason: "settings_changed" });
+      await this.#store.delete(TOKEN_STORE_KEY).catch((err: unknown) => this.#logStoreFailure("delete", err));
+      return;
+    }
+    const token: AccessToken = {
+      value: stored.value,
+      id: await tokenId(stored.value),
+      expiresAt: stored.expiresAt,
+      obtainedAt: stored.obtainedAt,
+    };
+    if (!isUsable(token, this.#clock.now())) return;
+    // Nothing else can have set a token yet (every entry point awaits the load first); be safe anyway.
+    if (this.#current !== undefined) return;
+    this.#current = { token, refreshAt: scheduleRefresh(token, this.#random) };
+    this.#log.log("info", "token_restored", {
+      tokenId: token.id,
+      secondsLeft: Math.floor((token.expiresAt - this.#clock.now()) / 1000),
+    });
+  }
+
+  #refreshInBackground(now: number): void {
+    if (this.#flight !== undefined || this.#gated(now) !== undefined) return;
+    // The error is logged by the flight; the old token keeps being served while usable.
+    this.#refresh().catch(() => {});
+  }
+
+  #gated(now: number): Gate | undefined {
+    const g = this.#gate;
+    if (g === undefined) return undefined;
+    if (now >= g.until) {
+      this.#gate = undefined;
+      return undefined;
+    }
+    return g;
+  }
+
+  /** Joins the refresh in flight, or starts one; fails fast inside an error window. */
+  #refresh(): Promise<Current> {
+    if (this.#flight) return this.#flight;
+    const now = this.#clock.now();
+    const gate = this.#gated(now);
+    if (gate) {
+      const info: ErrorInfo = { ...gate.error, retryAfterS: Math.max(1, Math.ceil((gate.until - now) / 1000)) };
+      return Promise.reject(AppError.fromInfo(info));
+    }
+    const flight: Promise<Current> = this.#obtain().finally(() => {
+      if (this.#flight === flight) this.#flight = undefined;
+    });
+    this.#flight = flight;
+    return flight;
+  }
+
+  /** One refresh: up to MAX_ATTEMPTS token requests with backoff, within RETRY_BUDGET_MS. */
+  async #obtain(): Promise<Current> {
+    const start = this.#clock.now();
+    let err: AppError | undefined;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      if (attempt > 0) {
+        const delay = backoffMs(attempt - 1, BACKOFF_BASE_MS, BACKOFF_CAP_MS, this.#random);
+        // Start another attempt only if it can finish within the budget.
+        if (this.#clock.now() + delay + this.#config.tokenTimeoutMs - start > RETRY_BUDGET_MS) break;
+        await this.#sleep(delay);
+      }
+      const sentAt = this.#clock.now();
+      this.#tokenRequests++;
+      try {
+        const grant = await requestToken(this.#fetch, this.#config, sentAt);
+        return await this.#accept(grant);
+      } catch (e) {
+        err = toAppError(e);
+        const fields: Record<string, unknown> = { code: err.code, attempt: attempt + 1 };
+        if (err.detail !== undefined) fields.detail = err.detail;
+        if (err.retryAfterS !== undefined) fields.retryAfterS = err.retryAfterS;
+        this.#log.log("warn", "token_request_failed", fields);
+        if (!TRANSIENT.has(err.code)) break;
+        // RFC 9110 §10.2.3: the endpoint said when to come back; no request before that.
+        if (err.retryAfterS !== undefined && err.retryAfterS > 0) break;
+      }
+    }
+    throw this.#fail(err ?? new AppError("internal"));
+  }
+
+  async #accept(grant: TokenGrant): Promise<Current> {
+    const token: AccessToken = {
+      value: grant.value,
+      id: await tokenId(grant.value),
+      expiresAt: grant.expiresAt,
+      obtainedAt: grant.obtainedAt,
+    };
+    const current: Current = { token, refreshAt: scheduleRefresh(token, this.#random) };
+    this.#current = current;
+    this.#gate = undefined;
+    this.#consecutiveFailures = 0;
+    this.#lastError = undefined;
+    this.#lastRefreshAt = grant.obtainedAt;
+    this.#log.log("info", "token_refreshed", { lifetimeS: grant.lifetimeS, tokenId: token.id });
+    const stored: StoredToken = {
+      value: token.value,
+      expiresAt: token.expiresAt,
+      obtainedAt: token.obtainedAt,
+      fingerprint: await this.#fingerprintOf(),
+    };
+    try {
+      await this.#store.put(TOKEN_STORE_KEY, stored);
+    } catch (err) {
+      // Losing persistence costs one token request after a reset, not this token.
+      this.#logStoreFailure("put", err);
+    }
+    return current;
+  }
+
+  /** Records a failed refresh and opens the matching error window. */
+  #fail(err: AppError): AppError {
+    const now = this.#clock.now();
+    this.#lastError = err.code;
+    this.#consecutiveFailures++;
+    let windowMs: number;
+    if (err.code === "token_client_rejected") windowMs = REJECTED_CACHE_MS;
+    else if (err.retryAfterS !== undefined && err.retryAfterS > 0) windowMs = err.retryAfterS * 1000;
+    else windowMs = Math.min(FAILURE_COOLDOWN_MAX_MS, FAILURE_COOLDOWN_BASE_MS * 2 ** (this.#consecutiveFailures - 1));
+    const info = err.toInfo();
+    delete info.retryAfterS; // recomputed for each caller from the window's end
+    this.#gate = { until: now + windowMs, error: info };
+    const fields: Record<string, unknown> = { code: err.code, retryInS: Math.ceil(windowMs / 1000) };
+    if (err.detail !== undefined) fields.detail = err.detail;
+    const usable = this.#current !== undefined && isUsable(this.#current.token, now);
+    fields.servingOldToken = usable;
+    this.#log.log(err.code === "token_client_rejected" || !usable ? "error" : "warn", "token_refresh_failed", fields);
+    // Every caller, this flight's and those failing fast inside the window, learns when to retry.
+    return AppError.fromInfo({ ...info, retryAfterS: Math.max(1, Math.ceil(windowMs / 1000)) });
+  }
+
+  #logStoreFailure(op: "get" | "put" | "delete", err: unknown): void {
+    this.#log.log("warn", "token_store_failed", { op, error: err instanceof Error ? err.name : typeof err });
+  }
+}
