@@ -1,0 +1,325 @@
+/**
+ * The gateway's latest vehicle snapshot: fresh within the TTL, one upstream fetch at a time
+ * (single-flight), stale-while-revalidate and stale-if-error within a bounded stale window
+ * (the semantics of RFC 5861, applied to our own copy).
+ *
+ * Every answer is plain data (`SnapshotResult`): it crosses a Durable Object RPC boundary,
+ * where thrown errors lose their custom fields. `get()` never throws.
+ *
+ * Inside a Durable Object all calls share one context, so the in-flight promise is the normal way
+ * to make concurrent callers join one fetch; it is cleared in `finally` only if still current.
+ */
+import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } from "../deps.ts";
+import { type ErrorInfo, toErrorInfo } from "../errors.ts";
+import { sha256Hex } from "../http/upstream.ts";
+
+/** Storage key of the last good envelope. */
+export const SNAPSHOT_STORE_KEY = "snapshot:last";
+/**
+ * Largest stored record we write, in (estimated) bytes. Durable Object storage caps one value
+ * at 2 MiB (SQLite backend); we stay below with room for the record's other fields. A larger
+ * snapshot is simply not persisted: after a reset the object then has nothing for
+ * stale-if-error until its first successful fetch. The body is gzip-compressed first where
+ * `CompressionStream` exists (workerd, Deno, Bun, Node), which fits roughly ten times more.
+ */
+export const MAX_PERSISTED_BYTES = 2 * 1024 * 1024 - 64 * 1024;
+/** Hex digits of SHA-256 in the ETag: 128 bits, plenty for a validator. */
+export const ETAG_HEX_LENGTH = 32;
+
+/** What the service asks of the partner: validated, redacted vehicles. Throws on failure. */
+export type FetchSnapshot = () => Promise<{ vehicles: unknown[]; dropped: number }>;
+
+export interface SnapshotServiceOptions {
+  fetchSnapshot: FetchSnapshot;
+  clock: Clock;
+  log: Logger;
+  /** Fresh for this long after the partner answered. */
+  ttlMs: number;
+  /** Past the TTL, served for this long more: while revalidating, or when the partner fails. */
+  staleMs: number;
+  /** Keeps a background promise alive past the request that started it (`waitUntil`, or a no-op in a Durable Object). */
+  schedule: (p: Promise<unknown>) => void;
+  /** Where the last good envelope survives a reset of the object; optional. */
+  store?: KeyValueStore;
+}
+
+/** For /health. */
+export interface SnapshotStatus {
+  fetchedAt: number | undefined;
+  ageS: number | undefined;
+  count: number | undefined;
+}
+
+export interface SnapshotCounters {
+  /** Upstream fetches started (single-flight leaders, foreground or background). */
+  snapshotFetches: number;
+  /** Of those, the ones that failed. */
+  snapshotFetchFailures: number;
+  /** `get()` answers that carried a snapshot (fresh or stale). */
+  snapshotServed: number;
+  /** Partner items dropped as malformed, summed over successful fetches. */
+  droppedVehicles: number;
+}
+
+/** The persisted form: the envelope with its body possibly compressed. */
+interface StoredSnapshot {
+  v: 1;
+  fetchedAt: number;
+  etag: string;
+  count: number;
+  dropped: number;
+  encoding: "gzip" | "identity";
+  data: Uint8Array | string;
+}
+
+export class SnapshotService {
+  readonly #fetchSnapshot: FetchSnapshot;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #ttlMs: number;
+  readonly #staleMs: number;
+  readonly #schedule: (p: Promise<unknown>) => void;
+  readonly #store: KeyValueStore | undefined;
+
+  #snapshot: SnapshotEnvelope | undefined;
+  #inflight: Promise<SnapshotEnvelope> | undefined;
+  #loading: Promise<void> | undefined;
+  /** Why the last fetch failed, until one succeeds: stale readers are told (stale-if-error). */
+  #lastError: { info: ErrorInfo; at: number } | undefined;
+  readonly #counters: SnapshotCounters = {
+    snapshotFetches: 0,
+    snapshotFetchFailures: 0,
+    snapshotServed: 0,
+    droppedVehicles: 0,
+  };
+
+  constructor(opts: SnapshotServiceOptions) {
+    this.#fetchSnapshot = opts.fetchSnapshot;
+    this.#clock = opts.clock;
+    this.#log = opts.log;
+    this.#ttlMs = opts.ttlMs;
+    this.#staleMs = opts.staleMs;
+    this.#schedule = opts.schedule;
+    this.#store = opts.store;
+  }
+
+  /**
+   * The snapshot, by these rules:
+   * - fresh (age < TTL, and `fetchedAt >= notOlderThan` when given): served, no fetch;
+   * - within TTL + stale and satisfying `notOlderThan`: served at once, `stale: true`, while one
+   *   background refresh runs (stale-while-revalidate); with `error` if the last fetch failed;
+   * - otherwise: join or start the one upstream fetch and wait for it; if it fails, a snapshot
+   *   within the stale window is served with `error` (stale-if-error), else `{ ok: false, error }`.
+   * Never throws.
+   */
+  async get(opts: { notOlderThan?: number } = {}): Promise<SnapshotResult> {
+    try {
+      await this.#ensureLoaded();
+      const now = this.#clock.now();
+      const snap = this.#snapshot;
+      const recentEnough =
+        snap !== undefined && (opts.notOlderThan === undefined || snap.fetchedAt >= opts.notOlderThan);
+      if (snap && recentEnough && this.#isFresh(snap, now)) return this.#served(snap, false);
+      if (snap && recentEnough && this.#isServable(snap, now)) {
+        // Read the last failure before revalidating: a new refresh does not clear it until it succeeds.
+        const error = this.#lastErrorInfo(now);
+        this.#revalidate();
+        return this.#served(snap, true, error);
+      }
+      try {
+        const fetched = await this.#refresh().promise;
+        return this.#served(fetched, false);
+      } catch (err) {
+        return this.#fallback(toErrorInfo(err));
+      }
+    } catch (err) {
+      // Only a bug gets here (a throwing clock, say): still plain data.
+      this.#log.log("error", "snapshot_get_failed", { error: String(err) });
+      return { ok: false, error: toErrorInfo(err) };
+    }
+  }
+
+  /** The current snapshot's age and size (loads the persisted one first, if any). */
+  async status(): Promise<SnapshotStatus> {
+    await this.#ensureLoaded();
+    const snap = this.#snapshot;
+    if (!snap) return { fetchedAt: undefined, ageS: undefined, count: undefined };
+    const ageS = Math.max(0, Math.floor((this.#clock.now() - snap.fetchedAt) / 1000));
+    return { fetchedAt: snap.fetchedAt, ageS, count: snap.count };
+  }
+
+  /** Counters since this instance started (a copy). */
+  counters(): SnapshotCounters {
+    return { ...this.#counters };
+  }
+
+  /** The last failure, its `retryAfterS` counted down to `now`. */
+  #lastErrorInfo(now: number): ErrorInfo | undefined {
+    const last = this.#lastError;
+    if (!last) return undefined;
+    if (last.info.retryAfterS === undefined) return last.info;
+    const retryAfterS = Math.max(0, Math.ceil(last.info.retryAfterS - (now - last.at) / 1000));
+    return { ...last.info, retryAfterS };
+  }
+
+  #isFresh(snap: SnapshotEnvelope, now: number): boolean {
+    return now - snap.fetchedAt < this.#ttlMs;
+  }
+
+  #isServable(snap: SnapshotEnvelope, now: number): boolean {
+    return now - snap.fetchedAt < this.#ttlMs + this.#staleMs;
+  }
+
+  #served(snapshot: SnapshotEnvelope, stale: boolean, error?: ErrorInfo): SnapshotResult {
+    this.#counters.snapshotServed += 1;
+    return error === undefined ? { ok: true, snapshot, stale } : { ok: true, snapshot, stale, error };
+  }
+
+  /** Stale-if-error (RFC 5861 §4): the last good copy within the stale window, marked, else the error. */
+  #fallback(error: ErrorInfo): SnapshotResult {
+    const snap = this.#snapshot;
+    const now = this.#clock.now();
+    if (snap && this.#isServable(snap, now)) return this.#served(snap, !this.#isFresh(snap, now), error);
+    return { ok: false, error };
+  }
+
+  /** Stale-while-revalidate: at most one background refresh, joined by every stale reader. */
+  #revalidate(): void {
+    const { promise, started } = this.#refresh();
+    if (!started) return;
+    // The rejection is handled here (and logged in #fetch): nobody else awaits this promise.
+    this.#schedule(promise.then(noop, noop));
+  }
+
+  /** Joins the in-flight fetch, or starts one. */
+  #refresh(): { promise: Promise<SnapshotEnvelope>; started: boolean } {
+    if (this.#inflight) return { promise: this.#inflight, started: false };
+    const promise: Promise<SnapshotEnvelope> = this.#fetch().finally(() => {
+      if (this.#inflight === promise) this.#inflight = undefined;
+    });
+    this.#inflight = promise;
+    return { promise, started: true };
+  }
+
+  async #fetch(): Promise<SnapshotEnvelope> {
+    this.#counters.snapshotFetches += 1;
+    let result: { vehicles: unknown[]; dropped: number };
+    try {
+      result = await this.#fetchSnapshot();
+    } catch (err) {
+      this.#counters.snapshotFetchFailures += 1;
+      const info = toErrorInfo(err);
+      this.#lastError = { info, at: this.#clock.now() };
+      this.#log.log("warn", "snapshot_fetch_failed", { code: info.code, retryAfterS: info.retryAfterS });
+      throw err;
+    }
+    const fetchedAt = this.#clock.now();
+    const body = JSON.stringify(result.vehicles);
+    const etag = `"${(await sha256Hex(body)).slice(0, ETAG_HEX_LENGTH)}"`;
+    const envelope: SnapshotEnvelope = {
+      body,
+      fetchedAt,
+      etag,
+      count: result.vehicles.length,
+      dropped: result.dropped,
+    };
+    this.#counters.droppedVehicles += result.dropped;
+    this.#lastError = undefined;
+    // Never step back in time (a persisted copy loaded meanwhile could be newer only in theory).
+    if (!this.#snapshot || this.#snapshot.fetchedAt <= fetchedAt) this.#snapshot = envelope;
+    this.#log.log("info", "snapshot_fetched", { count: envelope.count, dropped: envelope.dropped, etag });
+    if (this.#store) this.#schedule(this.#persist(this.#store, envelope));
+    return this.#snapshot;
+  }
+
+  /** Loads the persisted envelope once, lazily; a failure only costs stale-if-error after a reset. */
+  async #ensureLoaded(): Promise<void> {
+    if (!this.#store) return;
+    this.#loading ??= this.#load(this.#store);
+    await this.#loading;
+  }
+
+  async #load(store: KeyValueStore): Promise<void> {
+    try {
+      const stored = await store.get<StoredSnapshot>(SNAPSHOT_STORE_KEY);
+      if (stored === undefined) return;
+      const envelope = await decodeStored(stored);
+      if (!envelope) {
+        this.#log.log("warn", "snapshot_store_unreadable", {});
+        return;
+      }
+      if (!this.#snapshot || this.#snapshot.fetchedAt < envelope.fetchedAt) this.#snapshot = envelope;
+      this.#log.log("info", "snapshot_loaded", { fetchedAt: envelope.fetchedAt, count: envelope.count });
+    } catch (err) {
+      this.#log.log("warn", "snapshot_load_failed", { error: errorName(err) });
+    }
+  }
+
+  /** Never rejects: persistence is best effort. */
+  async #persist(store: KeyValueStore, envelope: SnapshotEnvelope): Promise<void> {
+    try {
+      const record = await encodeStored(envelope);
+      // A newer snapshot may have arrived while compressing: let its own write win.
+      if (this.#snapshot !== envelope) return;
+      const size = estimateBytes(record.data);
+      if (size > MAX_PERSISTED_BYTES) {
+        this.#log.log("warn", "snapshot_not_persisted", { bytes: size, limit: MAX_PERSISTED_BYTES });
+        return;
+      }
+      await store.put(SNAPSHOT_STORE_KEY, record);
+    } catch (err) {
+      this.#log.log("warn", "snapshot_persist_failed", { error: errorName(err) });
+    }
+  }
+}
+
+function noop(): void {}
+
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : typeof err;
+}
+
+/** Bytes the structured clone of `data` takes, roughly: strings are Latin-1 or UTF-16 inside V8. */
+function estimateBytes(data: Uint8Array | string): number {
+  if (typeof data !== "string") return data.byteLength;
+  return /[^\x00-\xff]/.test(data) ? data.length * 2 : data.length;
+}
+
+async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
+  const base = {
+    v: 1 as const,
+    fetchedAt: envelope.fetchedAt,
+    etag: envelope.etag,
+    count: envelope.count,
+    dropped: envelope.dropped,
+  };
+  // Feature-detect, don't sniff the runtime.
+  if (typeof CompressionStream === "function") {
+    const stream = new Blob([envelope.body]).stream().pipeThrough(new CompressionStream("gzip"));
+    const data = new Uint8Array(await new Response(stream).arrayBuffer());
+    return { ...base, encoding: "gzip", data };
+  }
+  return { ...base, encoding: "identity", data: envelope.body };
+}
+
+/** The envelope back from storage, or undefined when the record is not one we wrote. */
+async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
+  if (typeof stored !== "object" || stored === null) return undefined;
+  const s = stored as Partial<StoredSnapshot>;
+  if (
+    s.v !== 1 ||
+    typeof s.fetchedAt !== "number" ||
+    typeof s.etag !== "string" ||
+    typeof s.count !== "number" ||
+    typeof s.dropped !== "number"
+  ) {
+    return undefined;
+  }
+  let body: string;
+  if (s.encoding === "identity" && typeof s.data === "string") body = s.data;
+  else if (s.encoding === "gzip" && s.data instanceof Uint8Array && typeof DecompressionStream === "function") {
+    const stream = new Blob([s.data]).stream().pipeThrough(new DecompressionStream("gzip"));
+    body = await new Response(stream).text();
+  } else return undefined;
+  return { body, fetchedAt: s.fetchedAt, etag: s.etag, count: s.count, dropped: s.dropped };
+}

@@ -1,0 +1,402 @@
+import { describe, expect, it } from "vitest";
+import { type KeyValueStore, type Logger, MemoryStore, type SnapshotResult } from "../../../src/deps.ts";
+import { AppError } from "../../../src/errors.ts";
+import {
+  MAX_PERSISTED_BYTES,
+  SNAPSHOT_STORE_KEY,
+  SnapshotService,
+  type SnapshotServiceOptions,
+} from "../../../src/gateway/snapshot-service.ts";
+
+const T0 = 1_800_000_000_000;
+const TTL = 30_000;
+const STALE = 300_000;
+const VEHICLES = [{ vin: "WME4530421Y000001" }, { vin: "WME4530421Y000002" }];
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+type FetchResult = { vehicles: unknown[]; dropped: number };
+
+/** fetchSnapshot with a queue of outcomes; counts calls; fails the test on an unexpected call. */
+function fakeUpstream() {
+  const outcomes: (() => Promise<FetchResult>)[] = [];
+  let calls = 0;
+  let unexpected = 0;
+  const fetchSnapshot = () => {
+    calls += 1;
+    const next = outcomes.shift();
+    if (!next) {
+      unexpected += 1;
+      return Promise.reject(new Error("unexpected fetchSnapshot call"));
+    }
+    return next();
+  };
+  return {
+    fetchSnapshot,
+    calls: () => calls,
+    unexpected: () => unexpected,
+    ok(vehicles: unknown[] = VEHICLES, dropped = 0) {
+      outcomes.push(async () => ({ vehicles, dropped }));
+    },
+    fail(err: unknown) {
+      outcomes.push(async () => {
+        throw err;
+      });
+    },
+    /** The next call waits until the returned handle settles it. */
+    hold() {
+      const d = deferred<FetchResult>();
+      outcomes.push(() => d.promise);
+      return d;
+    },
+  };
+}
+
+function setup(over: Partial<SnapshotServiceOptions> = {}) {
+  const clock = {
+    t: T0,
+    now() {
+      return this.t;
+    },
+  };
+  const up = fakeUpstream();
+  const scheduled: Promise<unknown>[] = [];
+  const logs: string[] = [];
+  const log: Logger = { log: (level, event, fields) => logs.push(JSON.stringify({ level, event, ...fields })) };
+  const service = new SnapshotService({
+    fetchSnapshot: up.fetchSnapshot,
+    clock,
+    log,
+    ttlMs: TTL,
+    staleMs: STALE,
+    schedule: (p) => scheduled.push(p),
+    ...over,
+  });
+  return { service, clock, up, scheduled, logs, flush: () => Promise.all(scheduled.splice(0)) };
+}
+
+function snap(r: SnapshotResult) {
+  if (!r.ok) throw new Error(`expected a snapshot, got ${r.error.code}`);
+  return r.snapshot;
+}
+
+describe("SnapshotService.get", () => {
+  it("cold: 500 concurrent callers share exactly one upstream fetch", async () => {
+    const { service, up, scheduled } = setup();
+    const held = up.hold();
+    const all = Promise.all(Array.from({ length: 500 }, () => service.get()));
+    await Promise.resolve();
+    held.resolve({ vehicles: VEHICLES, dropped: 3 });
+    const results = await all;
+    expect(up.calls()).toBe(1);
+    expect(scheduled).toHaveLength(0);
+    for (const r of results) expect(r).toMatchObject({ ok: true, stale: false });
+    const s = snap(results[0]!);
+    expect(results.every((r) => r.ok && r.snapshot === s)).toBe(true);
+    expect(JSON.parse(s.body)).toEqual(VEHICLES);
+    expect(s).toMatchObject({ fetchedAt: T0, count: 2, dropped: 3 });
+    expect(s.etag).toMatch(/^"[0-9a-f]{32}"$/);
+    expect(service.counters()).toEqual({
+      snapshotFetches: 1,
+      snapshotFetchFailures: 0,
+      snapshotServed: 500,
+      droppedVehicles: 3,
+    });
+  });
+
+  it("the ETag is a strong validator of the body: same body, same ETag; other body, other ETag", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    up.ok();
+    up.ok([{ vin: "X" }]);
+    const a = snap(await service.get());
+    clock.t += TTL;
+    const b = snap(await service.get({ notOlderThan: clock.t }));
+    clock.t += TTL;
+    const c = snap(await service.get({ notOlderThan: clock.t }));
+    expect(b.etag).toBe(a.etag);
+    expect(c.etag).not.toBe(a.etag);
+  });
+
+  it("within the TTL: no fetch at all", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    await service.get();
+    clock.t += TTL - 1;
+    for (let i = 0; i < 100; i++) expect(await service.get()).toMatchObject({ ok: true, stale: false });
+    expect(up.calls()).toBe(1);
+    expect(up.unexpected()).toBe(0);
+  });
+
+  it("notOlderThan: a fresh snapshot older than asked for is refetched, one newer is served", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    await service.get();
+    clock.t += 1_000;
+    expect(snap(await service.get({ notOlderThan: T0 })).fetchedAt).toBe(T0);
+    expect(up.calls()).toBe(1);
+    up.ok();
+    const r = await service.get({ notOlderThan: T0 + 1 });
+    expect(r).toMatchObject({ ok: true, stale: false });
+    expect(snap(r).fetchedAt).toBe(T0 + 1_000);
+    expect(up.calls()).toBe(2);
+  });
+
+  it("stale: served at once to every caller, with exactly one background refresh", async () => {
+    const { service, up, clock, scheduled, flush } = setup();
+    up.ok();
+    const first = snap(await service.get());
+    clock.t += TTL + 5_000;
+    const held = up.hold();
+    const results = await Promise.all(Array.from({ length: 200 }, () => service.get()));
+    for (const r of results) expect(r).toEqual({ ok: true, snapshot: first, stale: true });
+    expect(up.calls()).toBe(2);
+    expect(scheduled).toHaveLength(1);
+
+    // More stale readers while the refresh runs: still the one refresh.
+    for (let i = 0; i < 50; i++) expect((await service.get()).ok).toBe(true);
+    expect(up.calls()).toBe(2);
+    expect(scheduled).toHaveLength(1);
+
+    held.resolve({ vehicles: [{ vin: "NEW" }], dropped: 0 });
+    await flush();
+    const next = await service.get();
+    expect(next).toMatchObject({ ok: true, stale: false });
+    expect(snap(next).body).toBe('[{"vin":"NEW"}]');
+    expect(snap(next).fetchedAt).toBe(clock.t);
+    expect(up.calls()).toBe(2);
+  });
+
+  it("stale-if-error (waiting caller): the last good copy, marked stale, with the error", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    const good = snap(await service.get());
+    clock.t += TTL + 10_000;
+    up.fail(new AppError("partner_error", { detail: "HTTP 500" }));
+    const r = await service.get({ notOlderThan: clock.t });
+    expect(r).toEqual({
+      ok: true,
+      snapshot: good,
+      stale: true,
+      error: { code: "partner_error", status: 502, detail: "HTTP 500" },
+    });
+  });
+
+  it("stale-if-error (background refresh failed): later stale readers get the error, counted down", async () => {
+    const { service, up, clock, flush, logs } = setup();
+    up.ok();
+    await service.get();
+    clock.t += TTL;
+    up.fail(new AppError("partner_rate_limited", { retryAfterS: 20 }));
+    expect(await service.get()).toMatchObject({ ok: true, stale: true });
+    await flush();
+    expect(logs.some((l) => l.includes("snapshot_fetch_failed"))).toBe(true);
+    clock.t += 5_000;
+    up.ok();
+    const r = await service.get();
+    expect(r).toMatchObject({ ok: true, stale: true, error: { code: "partner_rate_limited", retryAfterS: 15 } });
+    await flush();
+    // Once a refresh succeeds the error is gone.
+    expect(await service.get()).toEqual({ ok: true, snapshot: expect.any(Object), stale: false });
+    expect(up.calls()).toBe(3);
+  });
+
+  it("a failed fetch does not stick: the next caller starts a new one", async () => {
+    const { service, up } = setup();
+    up.fail(new AppError("partner_timeout"));
+    expect(await service.get()).toEqual({ ok: false, error: { code: "partner_timeout", status: 504 } });
+    up.ok();
+    expect(await service.get()).toMatchObject({ ok: true, stale: false });
+    expect(up.calls()).toBe(2);
+  });
+
+  it("nothing to serve: ok:false with the upstream's code and Retry-After", async () => {
+    const { service, up } = setup();
+    const held = up.hold();
+    const all = Promise.all(Array.from({ length: 50 }, () => service.get()));
+    await Promise.resolve();
+    held.reject(new AppError("partner_rate_limited", { retryAfterS: 12 }));
+    for (const r of await all) {
+      expect(r).toEqual({ ok: false, error: { code: "partner_rate_limited", status: 503, retryAfterS: 12 } });
+    }
+    expect(up.calls()).toBe(1);
+    expect(service.counters()).toMatchObject({ snapshotFetches: 1, snapshotFetchFailures: 1, snapshotServed: 0 });
+  });
+
+  it("past the stale window: the old copy is not served", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    await service.get();
+    clock.t += TTL + STALE;
+    up.fail(new AppError("token_endpoint_unavailable"));
+    expect(await service.get()).toEqual({ ok: false, error: { code: "token_endpoint_unavailable", status: 503 } });
+  });
+
+  it("never throws: unknown errors, synchronous throws and a broken clock become plain data", async () => {
+    const { service, up } = setup();
+    up.fail(new Error("secret internals"));
+    const r = await service.get();
+    expect(r).toEqual({ ok: false, error: { code: "internal", status: 500 } });
+    expect(JSON.stringify(r)).not.toContain("secret internals");
+
+    const sync = setup({
+      fetchSnapshot: () => {
+        throw new AppError("partner_error");
+      },
+    });
+    expect(await sync.service.get()).toEqual({ ok: false, error: { code: "partner_error", status: 502 } });
+
+    const broken = setup({
+      clock: {
+        now() {
+          throw new Error("no clock");
+        },
+      },
+    });
+    await expect(broken.service.get()).resolves.toEqual({ ok: false, error: { code: "internal", status: 500 } });
+  });
+
+  it("results are plain, structured-cloneable data (they cross an RPC boundary)", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    await service.get();
+    clock.t += TTL + 1;
+    up.fail(new AppError("partner_circuit_open", { retryAfterS: 30 }));
+    const r = await service.get({ notOlderThan: clock.t });
+    expect(structuredClone(r)).toEqual(r);
+  });
+});
+
+describe("SnapshotService.status", () => {
+  it("reports nothing before the first fetch, then fetchedAt, age and count", async () => {
+    const { service, up, clock } = setup();
+    expect(await service.status()).toEqual({ fetchedAt: undefined, ageS: undefined, count: undefined });
+    up.ok();
+    await service.get();
+    clock.t += 12_900;
+    expect(await service.status()).toEqual({ fetchedAt: T0, ageS: 12, count: 2 });
+  });
+});
+
+describe("SnapshotService persistence", () => {
+  it("a new instance (a reset object) loads the last good copy: fresh needs no fetch", async () => {
+    const store = new MemoryStore();
+    const a = setup({ store });
+    a.up.ok(VEHICLES, 4);
+    const original = snap(await a.service.get());
+    await a.flush();
+
+    const b = setup({ store });
+    const r = await b.service.get();
+    expect(r).toEqual({ ok: true, snapshot: original, stale: false });
+    expect(b.up.calls()).toBe(0);
+  });
+
+  it("a new instance serves the stored copy for stale-if-error", async () => {
+    const store = new MemoryStore();
+    const a = setup({ store });
+    a.up.ok();
+    const original = snap(await a.service.get());
+    await a.flush();
+
+    const b = setup({ store });
+    b.clock.t += TTL + 60_000;
+    b.up.fail(new AppError("partner_unavailable", { retryAfterS: 30 }));
+    const r = await b.service.get({ notOlderThan: b.clock.t });
+    expect(r).toMatchObject({ ok: true, stale: true, error: { code: "partner_unavailable" } });
+    expect(snap(r)).toEqual(original);
+    expect(await b.service.status()).toMatchObject({ fetchedAt: T0, count: 2 });
+  });
+
+  it("stores the body compressed under the documented key", async () => {
+    const store = new MemoryStore();
+    const a = setup({ store });
+    const many = Array.from({ length: 2_000 }, (_, i) => ({
+      vin: `WME4530421Y${String(i).padStart(6, "0")}`,
+      fuelLevel: 50,
+    }));
+    a.up.ok(many);
+    const s = snap(await a.service.get());
+    await a.flush();
+    const stored = await store.get<{ encoding: string; data: Uint8Array }>(SNAPSHOT_STORE_KEY);
+    expect(stored?.encoding).toBe("gzip");
+    expect(stored?.data.byteLength).toBeLessThan(s.body.length / 5);
+  });
+
+  it("a newer snapshot is never overwritten by an older one", async () => {
+    const store = new MemoryStore();
+    const a = setup({ store });
+    a.up.ok([{ vin: "OLD" }]);
+    await a.service.get();
+    a.clock.t += TTL;
+    a.up.ok([{ vin: "NEW" }]);
+    await a.service.get({ notOlderThan: a.clock.t });
+    await a.flush();
+    const b = setup({ store });
+    b.clock.t = a.clock.t;
+    expect(snap(await b.service.get()).body).toBe('[{"vin":"NEW"}]');
+  });
+
+  it(`skips persisting a snapshot over ${MAX_PERSISTED_BYTES} bytes (Durable Object value limit)`, async () => {
+    const store = new MemoryStore();
+    const a = setup({ store });
+    // Random base64 does not compress much: ~3 MiB of it stays well over the limit gzipped.
+    const noise = (bytes: number) => {
+      const b = crypto.getRandomValues(new Uint8Array(bytes));
+      return btoa(String.fromCharCode(...b));
+    };
+    const vehicles = Array.from({ length: 100 }, () => ({ imageUrl: noise(22_500) }));
+    a.up.ok(vehicles);
+    expect((await a.service.get()).ok).toBe(true);
+    await a.flush();
+    expect(await store.get(SNAPSHOT_STORE_KEY)).toBeUndefined();
+    expect(a.logs.some((l) => l.includes("snapshot_not_persisted"))).toBe(true);
+  });
+
+  it("ignores an unreadable stored record and a failing store", async () => {
+    const store = new MemoryStore();
+    await store.put(SNAPSHOT_STORE_KEY, { v: 1, fetchedAt: "soon", body: "[]" });
+    const a = setup({ store });
+    a.up.ok();
+    expect(await a.service.get()).toMatchObject({ ok: true, stale: false });
+    expect(a.up.calls()).toBe(1);
+
+    const failing: KeyValueStore = {
+      get: () => Promise.reject(new Error("storage down")),
+      put: () => Promise.reject(new Error("storage down")),
+      delete: () => Promise.reject(new Error("storage down")),
+    };
+    const b = setup({ store: failing });
+    b.up.ok();
+    expect(await b.service.get()).toMatchObject({ ok: true, stale: false });
+    await expect(b.flush()).resolves.toBeDefined();
+    expect(b.logs.some((l) => l.includes("snapshot_load_failed"))).toBe(true);
+    expect(b.logs.some((l) => l.includes("snapshot_persist_failed"))).toBe(true);
+  });
+
+  it("loads the store once, however many concurrent first callers", async () => {
+    const inner = new MemoryStore();
+    let gets = 0;
+    const store: KeyValueStore = {
+      get: (k) => {
+        gets += 1;
+        return inner.get(k);
+      },
+      put: (k, v) => inner.put(k, v),
+      delete: (k) => inner.delete(k),
+    };
+    const a = setup({ store });
+    a.up.ok();
+    await Promise.all(Array.from({ length: 100 }, () => a.service.get()));
+    expect(gets).toBe(1);
+    expect(a.up.calls()).toBe(1);
+  });
+});
