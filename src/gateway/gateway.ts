@@ -1,0 +1,204 @@
+/**
+ * L3, the world's one gateway: the token broker, the circuit breaker, the partner client and the
+ * snapshot service, composed. Runtime-agnostic: the Cloudflare Durable Object wraps this class
+ * (its RPC methods forward here), and the Deno and Bun entry points use it in-process.
+ *
+ * Every method answers in plain data and never throws for an upstream failure: results cross a
+ * Durable Object RPC boundary, where custom Error fields are lost.
+ */
+import type { Config } from "../config.ts";
+import type {
+  Clock,
+  FetchFn,
+  GatewayStatus,
+  KeyValueStore,
+  Logger,
+  SnapshotResult,
+  SnapshotSource,
+  TokenSource,
+  TokenStatus,
+  WarmResult,
+} from "../deps.ts";
+import { type ErrorInfo, toErrorInfo } from "../errors.ts";
+import { CircuitBreaker } from "../partner/circuit-breaker.ts";
+import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
+import { SnapshotService } from "./snapshot-service.ts";
+
+/** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
+export interface GatewayTokenBroker extends TokenSource {
+  status(): TokenStatus;
+  /** Epoch ms at which the current token should be refreshed; undefined: no token yet. */
+  nextRefreshAt(): number | undefined;
+  /** Makes sure a token valid for at least `seconds` more is held; throws AppError otherwise. */
+  ensureValidFor(seconds: number): Promise<void>;
+}
+
+export interface GatewayOptions {
+  config: Config;
+  /** The fetch used for the partner API (the broker brings its own). */
+  fetch: FetchFn;
+  tokens: GatewayTokenBroker;
+  clock: Clock;
+  log: Logger;
+  /** Durable Object storage, or memory: keeps the last good snapshot across resets. */
+  store: KeyValueStore;
+  /** Validates and redacts the partner's JSON (e.g. `(t) => parsePartnerBody(t, config.partnerMaxVehicles)`). */
+  parseBody: ParseBody;
+  /** Keeps background work alive (`ctx.waitUntil`, or a no-op where promises outlive requests anyway). */
+  schedule: (p: Promise<unknown>) => void;
+  random?: () => number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+export class Gateway implements SnapshotSource {
+  readonly #tokens: GatewayTokenBroker;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #ttlMs: number;
+  readonly #breaker: CircuitBreaker;
+  readonly #snapshots: SnapshotService;
+  #partnerRequests = 0;
+  #partnerFailures = 0;
+
+  constructor(opts: GatewayOptions) {
+    this.#tokens = opts.tokens;
+    this.#clock = opts.clock;
+    this.#log = opts.log;
+    this.#ttlMs = opts.config.vehiclesTtlS * 1000;
+    this.#breaker = new CircuitBreaker({ clock: opts.clock });
+
+    // Counts every request that actually leaves for the partner (replays and retries included).
+    const partnerFetch: FetchFn = (input, init) => {
+      this.#partnerRequests += 1;
+      return opts.fetch(input, init);
+    };
+
+    const fetchSnapshot = async () => {
+      const before = this.#partnerRequests;
+      try {
+        const r = await fetchPartnerVehicles({
+          config: opts.config,
+          fetch: partnerFetch,
+          tokens: opts.tokens,
+          clock: opts.clock,
+          log: opts.log,
+          parseBody: opts.parseBody,
+          breaker: this.#breaker,
+          ...(opts.random ? { random: opts.random } : {}),
+          ...(opts.sleep ? { sleep: opts.sleep } : {}),
+        });
+        this.#log.log("info", "partner_fetched", {
+          count: r.vehicles.length,
+          dropped: r.dropped,
+          tokenMs: r.timings.tokenMs,
+          partnerMs: r.timings.partnerMs,
+        });
+        return { vehicles: r.vehicles, dropped: r.dropped };
+      } catch (err) {
+        // Only a call that reached the partner counts: a breaker refusal or a token failure sent nothing.
+        // The snapshot service runs one fetch at a time, so the counter delta is this call's own.
+        if (this.#partnerRequests > before) this.#partnerFailures += 1;
+        throw err;
+      }
+    };
+
+    const snapshotOpts: ConstructorParameters<typeof SnapshotService>[0] = {
+      fetchSnapshot,
+      clock: opts.clock,
+      log: opts.log,
+      ttlMs: this.#ttlMs,
+      staleMs: opts.config.vehiclesStaleS * 1000,
+      schedule: opts.schedule,
+      store: opts.store,
+    };
+    this.#snapshots = new SnapshotService(snapshotOpts);
+  }
+
+  /** See SnapshotService.get: fresh, stale-while-revalidate, single-flight fetch, stale-if-error. Never throws. */
+  getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult> {
+    return this.#snapshots.get(opts);
+  }
+
+  /** Token, snapshot, breaker and counters, for /health. Never the token. */
+  async status(): Promise<GatewayStatus> {
+    const token = this.#tokens.status();
+    const snapshot = await this.#snapshots.status();
+    const c = this.#snapshots.counters();
+    return {
+      token,
+      snapshot,
+      breaker: this.#breaker.state(),
+      counters: {
+        tokenRequests: token.tokenRequests,
+        partnerRequests: this.#partnerRequests,
+        partnerFailures: this.#partnerFailures,
+        snapshotServed: c.snapshotServed,
+        snapshotFetches: c.snapshotFetches,
+        droppedVehicles: c.droppedVehicles,
+      },
+    };
+  }
+
+  /**
+   * Cron warm-up: a token valid for at least `tokenValidForS`, and a snapshot fetched within the
+   * last half TTL (so the next tick's readers still find it fresh). Never throws: the first
+   * failure is returned as `error`. The snapshot is attempted even when the token step failed,
+   * since the current token may still be good enough for it.
+   */
+  async warm(opts: { tokenValidForS: number }): Promise<WarmResult> {
+    let error: ErrorInfo | undefined;
+    try {
+      await this.#tokens.ensureValidFor(opts.tokenValidForS);
+    } catch (err) {
+      error = toErrorInfo(err);
+      this.#log.log("warn", "warm_token_failed", { code: error.code });
+    }
+    let snapshotFetchedAt: number | undefined;
+    try {
+      const result = await this.#snapshots.get({ notOlderThan: this.#clock.now() - this.#ttlMs / 2 });
+      if (result.ok) snapshotFetchedAt = result.snapshot.fetchedAt;
+      if (result.error) error ??= result.error;
+    } catch (err) {
+      error ??= toErrorInfo(err);
+    }
+    let tokenSecondsLeft: number | undefined;
+    try {
+      tokenSecondsLeft = this.#tokens.status().secondsLeft;
+    } catch (err) {
+      error ??= toErrorInfo(err);
+    }
+    const out: WarmResult = { tokenSecondsLeft, snapshotFetchedAt };
+    if (error) out.error = error;
+    return out;
+  }
+
+  /**
+   * For the alarm (which runs at least once, so this is idempotent): refreshes the token only
+   * when its refresh time has come; with no token held, does nothing (nobody needs one yet).
+   * Never throws: a failure is logged by the broker and returned as plain data.
+   */
+  async refreshTokenIfDue(): Promise<{ refreshed: boolean; error?: ErrorInfo }> {
+    try {
+      const due = this.#tokens.nextRefreshAt();
+      if (due === undefined || due > this.#clock.now()) return { refreshed: false };
+      // Ask for a little more validity than the current token has left: that forces exactly one
+      // (single-flight) refresh in the broker, whatever its own hand-out margin is.
+      const left = this.#tokens.status().secondsLeft ?? 0;
+      await this.#tokens.ensureValidFor(Math.max(0, Math.ceil(left)) + 1);
+      return { refreshed: true };
+    } catch (err) {
+      const error = toErrorInfo(err);
+      this.#log.log("warn", "alarm_refresh_failed", { code: error.code });
+      return { refreshed: false, error };
+    }
+  }
+
+  /** When the alarm should next run: when the token needs refreshing (undefined: no token to keep). */
+  nextAlarmAt(): number | undefined {
+    try {
+      return this.#tokens.nextRefreshAt();
+    } catch {
+      return undefined;
+    }
+  }
+}
