@@ -159,7 +159,7 @@ describe("SpatialIndex.within", () => {
     // The generator covers both cases well.
     expect(nonEmpty).toBeGreaterThan(300);
     expect(empty).toBeGreaterThan(300);
-  });
+  }, 30_000);
 
   it("handles the whole world, degenerate boxes and the edges of the map", () => {
     const cases: BBox[] = [
@@ -233,7 +233,7 @@ describe("SpatialIndex.near", () => {
     }
     expect(nonEmpty).toBeGreaterThan(300);
     expect(empty).toBeGreaterThan(100);
-  });
+  }, 30_000);
 
   it("finds a point at distance 0 and at exactly the radius", () => {
     const p = points[7] as P;
