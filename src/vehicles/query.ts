@@ -6,7 +6,7 @@
  */
 import * as v from "valibot";
 import { AppError } from "../errors.ts";
-import { TRANSMISSION_TYPES, VIN_PATTERN, type TransmissionType } from "./schema.ts";
+import { TRANSMISSION_TYPES, type TransmissionType, VIN_PATTERN } from "./schema.ts";
 import type { BBox } from "./spatial-index.ts";
 
 /** Longest query string (without `?`) we parse; longer: 414 `query_too_large`. */
@@ -47,11 +47,19 @@ const bboxSchema = v.pipe(
   v.string(),
   v.transform(toNumbers),
   v.strictTuple([longitude, latitude, longitude, latitude]),
-  v.check((b) => b[0] <= b[2] && b[1] <= b[3], "min must not exceed max (boxes across the antimeridian are not supported)"),
+  v.check(
+    (b) => b[0] <= b[2] && b[1] <= b[3],
+    "min must not exceed max (boxes across the antimeridian are not supported)",
+  ),
   v.examples([[13.3, 52.45, 13.5, 52.55]]),
 );
 
-const nearSchema = v.pipe(v.string(), v.transform(toNumbers), v.strictTuple([latitude, longitude]), v.examples([[52.52, 13.405]]));
+const nearSchema = v.pipe(
+  v.string(),
+  v.transform(toNumbers),
+  v.strictTuple([latitude, longitude]),
+  v.examples([[52.52, 13.405]]),
+);
 
 const radiusSchema = v.pipe(
   v.string(),
@@ -105,7 +113,15 @@ const seatsSchema = v.pipe(
 );
 
 const limitSchema = (maxLimit: number) =>
-  v.pipe(v.string(), v.regex(/^\d{1,7}$/), v.transform(Number), v.number(), v.integer(), v.minValue(1), v.maxValue(maxLimit));
+  v.pipe(
+    v.string(),
+    v.regex(/^\d{1,7}$/),
+    v.transform(Number),
+    v.number(),
+    v.integer(),
+    v.minValue(1),
+    v.maxValue(maxLimit),
+  );
 
 /** One query parameter: its wire form is a string, `schema` parses it into its typed value. */
 export interface QueryParameter<T> {
@@ -158,13 +174,15 @@ function buildParameters(maxLimit: number) {
     minFuelLevel: param({
       name: "minFuelLevel",
       schema: minFuelLevelSchema,
-      description: "Only vehicles whose fuel or charge level is at least this percentage (0 to 100). Vehicles without a level never match.",
+      description:
+        "Only vehicles whose fuel or charge level is at least this percentage (0 to 100). Vehicles without a level never match.",
       expected: "minFuelLevel must be a number from 0 to 100",
     }),
     transmission: param({
       name: "transmission",
       schema: transmissionSchema,
-      description: "Only this transmission: `GA` (automatic) or `GM` (manual); `automatic` and `manual` are accepted too, in any case.",
+      description:
+        "Only this transmission: `GA` (automatic) or `GM` (manual); `automatic` and `manual` are accepted too, in any case.",
       expected: "transmission must be GA, GM, automatic or manual",
     }),
     seats: param({

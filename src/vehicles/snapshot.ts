@@ -6,7 +6,7 @@
 import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { hasFilters, type VehicleQuery } from "./query.ts";
-import { VEHICLE_FIELDS, VIN_PATTERN, redactVehicles, type Vehicle, type VehicleWithDistance } from "./schema.ts";
+import { redactVehicles, VEHICLE_FIELDS, type Vehicle, type VehicleWithDistance, VIN_PATTERN } from "./schema.ts";
 import { SpatialIndex } from "./spatial-index.ts";
 
 /** The parsed snapshot. Plain data plus an immutable index: safe to keep in isolate memory. */

@@ -206,7 +206,8 @@ export class SpatialIndex {
     // Latitude of the circle's widest point: Δλ(φ) rises to it and falls after, so within a
     // latitude band the widest reach is at the band's latitude closest to it.
     const sinStar = sinPhi0 / cosDelta;
-    const containsPole = delta >= Math.PI / 2 || Math.abs(sinStar) >= 1 || lat + deltaDeg >= 90 || lat - deltaDeg <= -90;
+    const containsPole =
+      delta >= Math.PI / 2 || Math.abs(sinStar) >= 1 || lat + deltaDeg >= 90 || lat - deltaDeg <= -90;
     const phiStar = containsPole ? phi0 : Math.asin(sinStar);
 
     const r0 = this.#row(Math.max(-90, lat - deltaDeg - PAD_DEG));
@@ -220,7 +221,11 @@ export class SpatialIndex {
     const scan = (ri: number, loLon: number, hiLon: number): void => {
       const end = this.#rowCellStart[ri + 1] as number;
       const c1 = this.#col(hiLon);
-      for (let ci = lowerBound(this.#cellCol, this.#rowCellStart[ri] as number, end, this.#col(loLon)); ci < end; ci++) {
+      for (
+        let ci = lowerBound(this.#cellCol, this.#rowCellStart[ri] as number, end, this.#col(loLon));
+        ci < end;
+        ci++
+      ) {
         if ((this.#cellCol[ci] as number) > c1) break;
         cells++;
         const pEnd = this.#cellStart[ci + 1] as number;

@@ -1,10 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { AppError } from "../../../src/errors.ts";
 import {
-  DEFAULT_RADIUS_M,
-  MAX_QUERY_LENGTH,
   canonicalQueryKey,
+  DEFAULT_RADIUS_M,
   hasFilters,
+  MAX_QUERY_LENGTH,
   parseVehicleQuery,
   parseVin,
   vehicleQueryParameters,
@@ -39,7 +39,10 @@ describe("parseVehicleQuery", () => {
   });
 
   it("accepts URLSearchParams too", () => {
-    expect(parseVehicleQuery(new URLSearchParams("limit=3&seats=4"), { maxLimit: MAX })).toEqual({ limit: 3, seats: [4] });
+    expect(parseVehicleQuery(new URLSearchParams("limit=3&seats=4"), { maxLimit: MAX })).toEqual({
+      limit: 3,
+      seats: [4],
+    });
   });
 
   describe("bbox", () => {
@@ -99,10 +102,15 @@ describe("parseVehicleQuery", () => {
       expect(parse("fuelType=Gasoline,ELECTRIC,electric").fuelTypes).toEqual(["ELECTRIC", "GASOLINE"]);
       expect(parse("fuelType=PLUG_IN-HYBRID").fuelTypes).toEqual(["PLUG_IN-HYBRID"]);
     });
-    it.each(["", ",", "ELECTRIC,", "a b", "<script>", "x".repeat(33), Array.from({ length: 17 }, (_, i) => `F${i}`).join(",")])(
-      "rejects %j",
-      (value) => expectInvalid(`fuelType=${encodeURIComponent(value)}`, "fuelType"),
-    );
+    it.each([
+      "",
+      ",",
+      "ELECTRIC,",
+      "a b",
+      "<script>",
+      "x".repeat(33),
+      Array.from({ length: 17 }, (_, i) => `F${i}`).join(","),
+    ])("rejects %j", (value) => expectInvalid(`fuelType=${encodeURIComponent(value)}`, "fuelType"));
   });
 
   describe("minFuelLevel", () => {
@@ -173,12 +181,16 @@ describe("parseVehicleQuery", () => {
     const long = `fuelType=${"A".repeat(MAX_QUERY_LENGTH)}`;
     expect(rejection(() => parse(long)).code).toBe("query_too_large");
     expect(rejection(() => parse(`?${"bogus=1&".repeat(300)}`)).code).toBe("query_too_large");
-    expect(rejection(() => parseVehicleQuery(new URLSearchParams(long), { maxLimit: MAX })).code).toBe("query_too_large");
+    expect(rejection(() => parseVehicleQuery(new URLSearchParams(long), { maxLimit: MAX })).code).toBe(
+      "query_too_large",
+    );
   });
 
   it("parses all parameters together", () => {
     expect(
-      parse("bbox=13,52,14,53&near=52.5,13.4&radius=2000&fuelType=electric&minFuelLevel=30&transmission=manual&seats=4,5&limit=10"),
+      parse(
+        "bbox=13,52,14,53&near=52.5,13.4&radius=2000&fuelType=electric&minFuelLevel=30&transmission=manual&seats=4,5&limit=10",
+      ),
     ).toEqual({
       bbox: { minLon: 13, minLat: 52, maxLon: 14, maxLat: 53 },
       near: { lat: 52.5, lon: 13.4, radiusM: 2000 },
@@ -221,7 +233,9 @@ describe("canonicalQueryKey", () => {
     expect(new Set(keys).size).toBe(keys.length);
   });
   it("is a plain token (safe inside an ETag)", () => {
-    const key = canonicalQueryKey(parse("bbox=-1.5,2,3,4&fuelType=a_b-c&near=1,2&radius=3&seats=4&transmission=GA&minFuelLevel=5"));
+    const key = canonicalQueryKey(
+      parse("bbox=-1.5,2,3,4&fuelType=a_b-c&near=1,2&radius=3&seats=4&transmission=GA&minFuelLevel=5"),
+    );
     expect(key).toMatch(/^[\x21\x23-\x7e]+$/);
   });
 });
@@ -231,12 +245,18 @@ describe("parseVin", () => {
     expect(parseVin("wme4533911k123456")).toBe("WME4533911K123456");
     expect(parseVin("WME4533911K123456")).toBe("WME4533911K123456");
   });
-  it.each(["", "WME4533911K12345", "WME4533911K1234567", "WME4533911I123456", "WME4533911o123456", "WME4533911Q123456", "WME4533911K12345 ", "WME-533911K123456"])(
-    "rejects %j with invalid_vin",
-    (s) => {
-      const err = rejection(() => parseVin(s));
-      expect(err.code).toBe("invalid_vin");
-      expect(err.status).toBe(400);
-    },
-  );
+  it.each([
+    "",
+    "WME4533911K12345",
+    "WME4533911K1234567",
+    "WME4533911I123456",
+    "WME4533911o123456",
+    "WME4533911Q123456",
+    "WME4533911K12345 ",
+    "WME-533911K123456",
+  ])("rejects %j with invalid_vin", (s) => {
+    const err = rejection(() => parseVin(s));
+    expect(err.code).toBe("invalid_vin");
+    expect(err.status).toBe(400);
+  });
 });

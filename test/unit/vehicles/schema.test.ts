@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { AppError } from "../../../src/errors.ts";
-import { VEHICLE_FIELDS, VehicleSchema, parsePartnerBody, redactVehicles } from "../../../src/vehicles/schema.ts";
+import { parsePartnerBody, redactVehicles, VEHICLE_FIELDS, VehicleSchema } from "../../../src/vehicles/schema.ts";
 
 /** A complete partner item, secret and an unknown field included. */
 function partnerItem(overrides: Record<string, unknown> = {}): Record<string, unknown> {
@@ -117,7 +117,16 @@ describe("redactVehicles", () => {
     const { vehicles, dropped } = redactVehicles([item], 10);
     expect(dropped).toBe(0);
     const out = vehicles[0] as Record<string, unknown>;
-    for (const k of ["secondaryColor", "primaryColor", "imageUrl", "buildSeries", "numberPlate", "fuelLevel", "transmissionType", "charging"]) {
+    for (const k of [
+      "secondaryColor",
+      "primaryColor",
+      "imageUrl",
+      "buildSeries",
+      "numberPlate",
+      "fuelLevel",
+      "transmissionType",
+      "charging",
+    ]) {
       expect(out).not.toHaveProperty(k);
     }
     expect(v.is(VehicleSchema, out)).toBe(true);
@@ -142,7 +151,7 @@ describe("redactVehicles", () => {
     ["vin with I", partnerItem({ vin: "WME4533911I123456" })],
     ["vin with O", partnerItem({ vin: "WME4533911O123456" })],
     ["vin too short", partnerItem({ vin: "WME4533911K12345" })],
-    ["vin a number", partnerItem({ vin: 12345678901234567 })],
+    ["vin a number", partnerItem({ vin: 1234567890123456 })],
     ["no position", partnerItem({ position: undefined })],
     ["position null", partnerItem({ position: null })],
     ["latitude out of range", partnerItem({ position: { latitude: 90.5, longitude: 1 } })],
@@ -188,7 +197,10 @@ describe("redactVehicles", () => {
 
   it("sorts by VIN", () => {
     const vins = ["WME4533911K000003", "WME4533911K000001", "WME4533911K000002"];
-    const { vehicles } = redactVehicles(vins.map((vin) => partnerItem({ vin })), 10);
+    const { vehicles } = redactVehicles(
+      vins.map((vin) => partnerItem({ vin })),
+      10,
+    );
     expect(vehicles.map((x) => x.vin)).toEqual([...vins].sort());
   });
 

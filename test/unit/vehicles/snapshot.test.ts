@@ -1,8 +1,13 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import type { SnapshotEnvelope } from "../../../src/deps.ts";
-import { type VehicleQuery, parseVehicleQuery } from "../../../src/vehicles/query.ts";
-import { type Vehicle, VehicleListSchema, VehicleResponseSchema, redactVehicles } from "../../../src/vehicles/schema.ts";
+import { parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
+import {
+  redactVehicles,
+  type Vehicle,
+  VehicleListSchema,
+  VehicleResponseSchema,
+} from "../../../src/vehicles/schema.ts";
 import { buildSnapshot, queryVehicles, serializeVehicle, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
 import { haversineM } from "../../../src/vehicles/spatial-index.ts";
 
@@ -43,7 +48,7 @@ function partnerFleet(rnd: () => number, n: number): Record<string, unknown>[] {
       secretFleetNote: "do not serve",
     };
     // Exact ties in position, for the distance tie-break by VIN.
-    if (i > 0 && rnd() < 0.03) item.position = { ...((items[i - 1] as { position: object }).position) };
+    if (i > 0 && rnd() < 0.03) item.position = { ...(items[i - 1] as { position: object }).position };
     items.push(item);
   }
   return items;
@@ -60,7 +65,8 @@ function brute(vehicles: readonly Vehicle[], q: VehicleQuery): { vehicles: Out[]
   const matches: { veh: Vehicle; d: number }[] = [];
   for (const veh of vehicles) {
     const { latitude: lat, longitude: lon } = veh.position;
-    if (q.bbox && !(lat >= q.bbox.minLat && lat <= q.bbox.maxLat && lon >= q.bbox.minLon && lon <= q.bbox.maxLon)) continue;
+    if (q.bbox && !(lat >= q.bbox.minLat && lat <= q.bbox.maxLat && lon >= q.bbox.minLon && lon <= q.bbox.maxLon))
+      continue;
     const d = q.near ? haversineM(q.near.lat, q.near.lon, lat, lon) : 0;
     if (q.near && d > q.near.radiusM) continue;
     if (q.fuelTypes && !(veh.fuelType !== undefined && q.fuelTypes.includes(veh.fuelType.toUpperCase()))) continue;
@@ -119,7 +125,9 @@ describe("buildSnapshot", () => {
   });
 
   it("redacts again an envelope that carries fields off the allow-list, with a new ETag", () => {
-    const dirty = fleet.slice(0, 3).map((veh) => ({ ...veh, fuelCardPin: "8642", position: { ...veh.position, pin: 1 } }));
+    const dirty = fleet
+      .slice(0, 3)
+      .map((veh) => ({ ...veh, fuelCardPin: "8642", position: { ...veh.position, pin: 1 } }));
     const s = buildSnapshot({ body: JSON.stringify(dirty), fetchedAt: 1, etag: '"e1"', count: 3, dropped: 0 });
     expect(s.body).not.toContain("8642");
     expect(s.body).not.toContain("pin");
@@ -156,7 +164,11 @@ describe("queryVehicles", () => {
       const want = brute(fleet, q);
       // Compared as VIN:distance strings (deep equality of thousands of objects is slow), and in full for a few.
       const key = (xs: readonly Out[]) => xs.map((x) => `${x.vin}:${x.distanceM ?? "-"}`).join(" ");
-      expect({ qs, total: got.total, vehicles: key(got.vehicles) }).toEqual({ qs, total: want.total, vehicles: key(want.vehicles) });
+      expect({ qs, total: got.total, vehicles: key(got.vehicles) }).toEqual({
+        qs,
+        total: want.total,
+        vehicles: key(want.vehicles),
+      });
       expect(got.vehicles.slice(0, 3)).toEqual(want.vehicles.slice(0, 3));
       if (q.near) withNear++;
       if (want.total === 0) empty++;
@@ -178,13 +190,21 @@ describe("queryVehicles", () => {
 
   it("sorts near answers by distance, ties by VIN, with distanceM rounded to 1 m", () => {
     const a = fleet[10] as Vehicle;
-    const twin = fleet.find((x) => x !== a && x.position.latitude === a.position.latitude && x.position.longitude === a.position.longitude);
+    const twin = fleet.find(
+      (x) => x !== a && x.position.latitude === a.position.latitude && x.position.longitude === a.position.longitude,
+    );
     const s = twin
       ? snapshot
       : buildSnapshot(
-          envelopeOf(redactVehicles([...fleet, { ...a, vin: "ZZZZZZZZZZZZZZZZZ" }, { ...a, vin: "00000000000000000" }], 1e6).vehicles),
+          envelopeOf(
+            redactVehicles([...fleet, { ...a, vin: "ZZZZZZZZZZZZZZZZZ" }, { ...a, vin: "00000000000000000" }], 1e6)
+              .vehicles,
+          ),
         );
-    const r = queryVehicles(s, { near: { lat: a.position.latitude, lon: a.position.longitude, radiusM: 3000 }, limit: MAX });
+    const r = queryVehicles(s, {
+      near: { lat: a.position.latitude, lon: a.position.longitude, radiusM: 3000 },
+      limit: MAX,
+    });
     const out = r.vehicles as (Vehicle & { distanceM: number })[];
     expect(out.length).toBeGreaterThan(2);
     expect(out[0]?.distanceM).toBe(0);
@@ -212,7 +232,13 @@ describe("serializeVehicles", () => {
     const text = serializeVehicles(snapshot, r, { stale: false });
     expect(text.startsWith(`{"vehicles":${snapshot.body},`)).toBe(true);
     const body = JSON.parse(text);
-    expect(body).toEqual({ vehicles: fleet, count: fleet.length, total: fleet.length, fetchedAt: "2025-01-02T03:04:05.678Z", stale: false });
+    expect(body).toEqual({
+      vehicles: fleet,
+      count: fleet.length,
+      total: fleet.length,
+      fetchedAt: "2025-01-02T03:04:05.678Z",
+      stale: false,
+    });
     expect(v.is(VehicleListSchema, body)).toBe(true);
   });
 

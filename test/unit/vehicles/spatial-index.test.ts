@@ -3,9 +3,9 @@ import {
   type BBox,
   DEFAULT_CELL_DEG,
   EARTH_RADIUS_M,
+  haversineM,
   type IndexStats,
   SpatialIndex,
-  haversineM,
 } from "../../../src/vehicles/spatial-index.ts";
 
 /** Seeded PRNG (mulberry32): the same data on every run. */
@@ -73,7 +73,8 @@ function generate(rnd: () => number, n = 5000): P[] {
 function bruteWithin(pts: P[], b: BBox): number[] {
   const out: number[] = [];
   pts.forEach((p, i) => {
-    if (p.latitude >= b.minLat && p.latitude <= b.maxLat && p.longitude >= b.minLon && p.longitude <= b.maxLon) out.push(i);
+    if (p.latitude >= b.minLat && p.latitude <= b.maxLat && p.longitude >= b.minLon && p.longitude <= b.maxLon)
+      out.push(i);
   });
   return out;
 }
@@ -282,7 +283,10 @@ describe("SpatialIndex.near", () => {
 
 describe("work done by a query stays near the size of its answer", () => {
   // Counters, not timings: the cells and points a query looks at.
-  const cellOf = (p: P, cd = DEFAULT_CELL_DEG) => [Math.floor((p.latitude + 90) / cd), Math.floor((p.longitude + 180) / cd)];
+  const cellOf = (p: P, cd = DEFAULT_CELL_DEG) => [
+    Math.floor((p.latitude + 90) / cd),
+    Math.floor((p.longitude + 180) / cd),
+  ];
 
   it("a bbox examines exactly the points of the cells it overlaps", () => {
     for (let q = 0; q < 300; q++) {
