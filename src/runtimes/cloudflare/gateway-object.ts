@@ -10,8 +10,8 @@ import { createGateway } from "../../gateway/create-gateway.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import type { Env } from "./env.ts";
 
-/** When the alarm cannot say when the token is due (no token, failing), look again after this. */
-const IDLE_ALARM_MS = 30_000;
+/** An alarm never fires sooner than this after being set: no hot loop, whatever the token says. */
+const MIN_ALARM_DELAY_MS = 1_000;
 
 function storageStore(storage: DurableObjectStorage): KeyValueStore {
   return {
@@ -80,13 +80,14 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     await this.#armAlarm(true);
   }
 
-  /** Keeps one alarm set at the token's refresh time (earlier wins). */
+  /**
+   * Keeps one alarm set at the token's refresh time (earlier wins). With no token to keep
+   * (none obtained yet), no alarm: nobody needs one, and an idle object should stay asleep.
+   */
   async #armAlarm(force = false): Promise<void> {
-    const gw = this.#gateway;
-    if (!gw) return;
-    const now = Date.now();
-    const due = gw.nextAlarmAt() ?? now + IDLE_ALARM_MS;
-    const at = Math.max(due, now + 1_000);
+    const due = this.#gateway?.nextAlarmAt();
+    if (due === undefined) return;
+    const at = Math.max(due, Date.now() + MIN_ALARM_DELAY_MS);
     const current = await this.ctx.storage.getAlarm();
     if (force || current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
