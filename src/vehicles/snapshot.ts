@@ -25,12 +25,20 @@ export interface Snapshot {
   readonly dropped: number;
   /** `fuelType` upper-cased, per vehicle (the filter is case-insensitive). */
   readonly fuelTypeKeys: readonly (string | undefined)[];
+  /**
+   * Memo of each vehicle's JSON text, filled on demand by `serializeVehicles`: a large filtered
+   * answer is then a join of strings, not thousands of `JSON.stringify` calls per request.
+   * Plain strings, so it is safe in isolate memory; it grows at most to the size of `body`.
+   */
+  readonly itemJson: (string | undefined)[];
 }
 
 /** An answer to a query: at most `limit` vehicles; `total` counts every match. */
 export interface QueryResult {
   readonly vehicles: readonly (Vehicle | VehicleWithDistance)[];
   readonly total: number;
+  /** Positions in `snapshot.vehicles`, aligned with `vehicles` (lets serialization reuse `itemJson`). */
+  readonly indices?: readonly number[];
 }
 
 const FIELD_SET: ReadonlySet<string> = new Set(VEHICLE_FIELDS);
@@ -115,6 +123,7 @@ export function buildSnapshot(envelope: SnapshotEnvelope): Snapshot {
     body,
     dropped,
     fuelTypeKeys,
+    itemJson: new Array(vehicles.length),
   };
 }
 
@@ -169,7 +178,12 @@ function attributeFilter(s: Snapshot, q: VehicleQuery): ((i: number) => boolean)
 export function queryVehicles(snapshot: Snapshot, q: VehicleQuery): QueryResult {
   const all = snapshot.vehicles;
   if (!hasFilters(q)) {
-    return { vehicles: q.limit >= all.length ? all : all.slice(0, q.limit), total: all.length };
+    if (q.limit >= all.length) return { vehicles: all, total: all.length };
+    return {
+      vehicles: all.slice(0, q.limit),
+      total: all.length,
+      indices: Array.from({ length: q.limit }, (_, i) => i),
+    };
   }
   const keep = attributeFilter(snapshot, q);
 
@@ -183,45 +197,77 @@ export function queryVehicles(snapshot: Snapshot, q: VehicleQuery): QueryResult 
     hits.sort((a, b) => a.d - b.d || compareVin(all[a.i] as Vehicle, all[b.i] as Vehicle));
     const n = Math.min(q.limit, hits.length);
     const out: VehicleWithDistance[] = new Array(n);
+    const indices: number[] = new Array(n);
     for (let k = 0; k < n; k++) {
       const h = hits[k] as { i: number; d: number };
       // A served vehicle is already allow-listed: copying it here cannot bring a secret back.
       out[k] = { ...(all[h.i] as Vehicle), distanceM: Math.round(h.d) };
+      indices[k] = h.i;
     }
-    return { vehicles: out, total: hits.length };
+    return { vehicles: out, total: hits.length, indices };
   }
 
   const out: Vehicle[] = [];
+  const indices: number[] = [];
   let total = 0;
   const take = (i: number): void => {
     if (keep && !keep(i)) return;
     total++;
-    if (out.length < q.limit) out.push(all[i] as Vehicle);
+    if (out.length < q.limit) {
+      out.push(all[i] as Vehicle);
+      indices.push(i);
+    }
   };
   if (q.bbox) {
     for (const i of snapshot.index.within(q.bbox)) take(i);
   } else {
     for (let i = 0; i < all.length; i++) take(i);
   }
-  return { vehicles: out, total };
+  return { vehicles: out, total, indices };
 }
 
 const compareVin = (a: Vehicle, b: Vehicle): number => (a.vin < b.vin ? -1 : a.vin > b.vin ? 1 : 0);
 
+/** The JSON text of `snapshot.vehicles[i]`, memoized. */
+function itemText(snapshot: Snapshot, i: number): string {
+  let t = snapshot.itemJson[i];
+  if (t === undefined) {
+    t = JSON.stringify(snapshot.vehicles[i]);
+    snapshot.itemJson[i] = t;
+  }
+  return t;
+}
+
+/** The JSON text of the answer's array. */
+function listText(snapshot: Snapshot, result: QueryResult): string {
+  // The full list: the stored text as it is.
+  if (result.vehicles === snapshot.vehicles) return snapshot.body;
+  const { indices, vehicles } = result;
+  if (!indices || indices.length !== vehicles.length) return JSON.stringify(vehicles);
+  const parts: string[] = new Array(vehicles.length);
+  for (let k = 0; k < vehicles.length; k++) {
+    const text = itemText(snapshot, indices[k] as number);
+    const d = (vehicles[k] as Partial<VehicleWithDistance>).distanceM;
+    // `distanceM` goes last, as JSON.stringify of `{ ...vehicle, distanceM }` would put it.
+    parts[k] = d === undefined ? text : `${text.slice(0, -1)},"distanceM":${JSON.stringify(d)}}`;
+  }
+  return `[${parts.join(",")}]`;
+}
+
 /**
  * The JSON body of `GET /v1/vehicles`: `{ vehicles, count, total, fetchedAt, stale }`. The full
  * list (`result.vehicles === snapshot.vehicles`) splices the stored JSON text of the array into
- * the wrapper instead of stringifying thousands of objects again.
+ * the wrapper instead of stringifying thousands of objects again; other answers join the
+ * memoized JSON text of their vehicles.
  */
 export function serializeVehicles(
   snapshot: Snapshot,
   result: QueryResult,
-  // `query` is accepted but not needed: the full list is recognized by identity, above.
+  // `query` is accepted but not needed: the full list is recognized by identity.
   opts: { stale: boolean; query?: VehicleQuery },
 ): string {
-  const list = result.vehicles === snapshot.vehicles ? snapshot.body : JSON.stringify(result.vehicles);
   return (
-    `{"vehicles":${list},"count":${result.vehicles.length},"total":${result.total},` +
+    `{"vehicles":${listText(snapshot, result)},"count":${result.vehicles.length},"total":${result.total},` +
     `"fetchedAt":"${new Date(snapshot.fetchedAt).toISOString()}","stale":${opts.stale ? "true" : "false"}}`
   );
 }

@@ -103,8 +103,20 @@ export class SpatialIndex {
       colOf[i] = c;
       key[i] = r * cols + c;
     }
-    // Stable sort of ids by cell: within a cell, ids stay ascending.
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => (key[a] as number) - (key[b] as number));
+    // Ids sorted by cell, ascending within a cell. When `key * n + id` is a safe integer, one
+    // numeric typed-array sort of those packed values does it (several times faster than a
+    // comparator sort); otherwise a stable comparator sort.
+    let order: ArrayLike<number>;
+    if (Number.isSafeInteger((cols * (this.#row(90) + 1) + 1) * Math.max(1, n))) {
+      const packed = new Float64Array(n);
+      for (let i = 0; i < n; i++) packed[i] = (key[i] as number) * n + i;
+      packed.sort();
+      const ids = new Int32Array(n);
+      for (let k = 0; k < n; k++) ids[k] = (packed[k] as number) % n;
+      order = ids;
+    } else {
+      order = Array.from({ length: n }, (_, i) => i).sort((a, b) => (key[a] as number) - (key[b] as number));
+    }
 
     this.#lat = new Float64Array(n);
     this.#lon = new Float64Array(n);

@@ -254,6 +254,24 @@ describe("serializeVehicles", () => {
     expect(v.is(VehicleListSchema, body)).toBe(true);
   });
 
+  it("is byte-for-byte JSON.stringify of the answer, memo cold or warm", () => {
+    const s = buildSnapshot(envelopeOf(fleet));
+    for (let i = 0; i < 200; i++) {
+      const q = parseVehicleQuery(randomQuery(), { maxLimit: MAX });
+      const r = queryVehicles(s, q);
+      const expected = JSON.stringify({
+        vehicles: r.vehicles,
+        count: r.vehicles.length,
+        total: r.total,
+        fetchedAt: "2025-01-02T03:04:05.678Z",
+        stale: i % 2 === 0,
+      });
+      expect(serializeVehicles(s, r, { stale: i % 2 === 0 })).toBe(expected);
+      expect(serializeVehicles(s, queryVehicles(s, q), { stale: i % 2 === 0 })).toBe(expected);
+    }
+    expect(s.itemJson.some((t) => t !== undefined)).toBe(true);
+  });
+
   it("never carries a secret, whatever the query", () => {
     for (const qs of ["", "limit=3", "fuelType=electric", "near=52.5,13.4", "bbox=13,52,14,53"]) {
       const q = parseVehicleQuery(qs, { maxLimit: MAX });
