@@ -96,6 +96,26 @@ export function createApp(): Hono<AppEnv> {
     await next();
   });
 
+  // CORS only for configured origins; no wildcard unless configured as "*". A request from any
+  // other origin (or none) gets no CORS header at all, and its preflight a bare 204 that a
+  // browser cannot use. Before the input checks, so a configured origin can read their errors.
+  app.use(async (c, next) => {
+    const origins = c.get("config").corsOrigins;
+    if (origins.length === 0) return next();
+    const origin = c.req.header("origin");
+    if (!origins.includes("*") && (origin === undefined || !origins.includes(origin))) {
+      if (c.req.method === "OPTIONS") return c.body(null, 204);
+      return next();
+    }
+    return cors({
+      origin: origins.includes("*") ? "*" : (o) => (origins.includes(o) ? o : null),
+      allowMethods: ["GET", "HEAD", "OPTIONS"],
+      allowHeaders: ["x-api-key", "if-none-match"],
+      exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
+      maxAge: 600,
+    })(c, next);
+  });
+
   // Bad requests before any work: oversized URLs, bodies on read-only routes.
   app.use(async (c, next) => {
     const url = c.req.url;
@@ -106,19 +126,6 @@ export function createApp(): Hono<AppEnv> {
       throw new AppError("body_not_allowed", { detail: "requests to this API carry no body" });
     }
     await next();
-  });
-
-  // CORS only for configured origins; no wildcard unless configured as "*".
-  app.use(async (c, next) => {
-    const origins = c.get("config").corsOrigins;
-    if (origins.length === 0) return next();
-    return cors({
-      origin: origins.includes("*") ? "*" : (origin) => (origins.includes(origin) ? origin : null),
-      allowMethods: ["GET", "HEAD", "OPTIONS"],
-      allowHeaders: ["x-api-key", "if-none-match"],
-      exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
-      maxAge: 600,
-    })(c, next);
   });
 
   const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
