@@ -116,13 +116,17 @@ export function createApp(): Hono<AppEnv> {
     })(c, next);
   });
 
-  // Bad requests before any work: oversized URLs, bodies on read-only routes.
+  // Bad requests before any work: oversized URLs, bodies on read-only routes. Only GET and HEAD
+  // are checked for a body: any other method is answered 405 (or 404) without reading it, since
+  // the method is the client's first mistake.
   app.use(async (c, next) => {
     const url = c.req.url;
     const pathAndQuery = url.slice(url.indexOf("/", url.indexOf("//") + 2));
     if (pathAndQuery.length > MAX_URL_LENGTH) throw new AppError("query_too_large");
+    const method = c.req.method;
     const length = c.req.header("content-length");
-    if ((length !== undefined && length !== "0") || c.req.header("transfer-encoding") !== undefined) {
+    const hasBody = (length !== undefined && length !== "0") || c.req.header("transfer-encoding") !== undefined;
+    if (hasBody && (method === "GET" || method === "HEAD")) {
       throw new AppError("body_not_allowed", { detail: "requests to this API carry no body" });
     }
     await next();
