@@ -7,6 +7,7 @@ import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { type Config, ConfigError } from "./config.ts";
 import type { Deps } from "./deps.ts";
+import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
@@ -188,6 +189,8 @@ export function createApp(): Hono<AppEnv> {
       { "cache-control": "no-store" },
     );
   });
+
+  app.route("/", docsRoutes());
 
   app.notFound((c) => problemResponse(new AppError("not_found"), { instance: c.req.path }));
 

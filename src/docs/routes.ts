@@ -1,0 +1,102 @@
+/**
+ * GET|HEAD /openapi.json and /docs: the OpenAPI 3.1 document (with `servers` naming the origin
+ * the caller used) and its HTML rendering. Both are built once per isolate and origin and kept
+ * as plain strings; neither touches the partner.
+ */
+import { Hono } from "hono";
+import type { AppEnv } from "../app.ts";
+import { buildOpenApiDocument } from "../vehicles/openapi.ts";
+import { DOCS_STYLE, renderDocsPage } from "./page.ts";
+
+/** Both documents may be cached by browsers and shared caches for a while (RFC 9111 §5.2.2.1). */
+const CACHE_CONTROL = "public, max-age=300";
+/**
+ * Origins kept per isolate. The Host a request names is the caller's choice, so the cache is
+ * bounded: past this many origins the oldest is dropped (a Worker on its own domains sees one or two).
+ */
+const MAX_ORIGINS = 8;
+
+interface Rendered {
+  json: string;
+  jsonEtag: string;
+  html?: string;
+  htmlEtag?: string;
+}
+
+const rendered = new Map<string, Rendered>();
+/** `'sha256-…'` of DOCS_STYLE; a plain value once computed (no promise shared across requests). */
+let styleHash: string | undefined;
+
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return `W/"${h.toString(16).padStart(8, "0")}-${s.length.toString(36)}"`;
+}
+
+function renderedFor(origin: string, maxLimit: number): Rendered {
+  const key = `${maxLimit}|${origin}`;
+  const hit = rendered.get(key);
+  if (hit) return hit;
+  // Memoized by buildOpenApiDocument per maxLimit; the origin goes into a shallow copy so that
+  // memo never grows with the Host header.
+  const { openapi, info, ...rest } = buildOpenApiDocument({ maxLimit }) as Record<string, unknown>;
+  const json = JSON.stringify({ openapi, info, servers: [{ url: origin }], ...rest });
+  const entry: Rendered = { json, jsonEtag: fnv1a(json) };
+  if (rendered.size >= MAX_ORIGINS) {
+    const oldest = rendered.keys().next().value;
+    if (oldest !== undefined) rendered.delete(oldest);
+  }
+  rendered.set(key, entry);
+  return entry;
+}
+
+async function sha256Base64(s: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  let bin = "";
+  for (const b of digest) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/** If-None-Match against our weak validator (RFC 9110 §13.1.2: weak comparison for GET/HEAD). */
+function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  if (ifNoneMatch.trim() === "*") return true;
+  const bare = (t: string) => t.trim().replace(/^W\//, "");
+  return ifNoneMatch.split(",").some((t) => bare(t) === bare(etag));
+}
+
+function answer(ifNoneMatch: string | undefined, body: string, etag: string, headers: Record<string, string>) {
+  const all = { ...headers, etag, "cache-control": CACHE_CONTROL };
+  if (notModified(ifNoneMatch, etag)) return new Response(null, { status: 304, headers: all });
+  return new Response(body, { status: 200, headers: all });
+}
+
+/** The routes; mount at "/". */
+export function docsRoutes(): Hono<AppEnv> {
+  const r = new Hono<AppEnv>();
+
+  r.get("/openapi.json", (c) => {
+    const doc = renderedFor(new URL(c.req.url).origin, c.get("config").vehiclesMaxLimit);
+    return answer(c.req.header("if-none-match"), doc.json, doc.jsonEtag, {
+      "content-type": "application/json; charset=utf-8",
+    });
+  });
+
+  r.get("/docs", async (c) => {
+    const doc = renderedFor(new URL(c.req.url).origin, c.get("config").vehiclesMaxLimit);
+    if (doc.html === undefined) {
+      doc.html = renderDocsPage(JSON.parse(doc.json) as object);
+      doc.htmlEtag = fnv1a(doc.html);
+    }
+    styleHash ??= `'sha256-${await sha256Base64(DOCS_STYLE)}'`;
+    return answer(c.req.header("if-none-match"), doc.html, doc.htmlEtag ?? fnv1a(doc.html), {
+      "content-type": "text/html; charset=utf-8",
+      // No script at all; the one inline stylesheet by its hash; nothing loaded from anywhere.
+      "content-security-policy": `default-src 'none'; style-src ${styleHash}; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      "referrer-policy": "no-referrer",
+      "x-frame-options": "DENY",
+    });
+  });
+
+  return r;
+}
