@@ -113,11 +113,15 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
     if ((deps.memory.revalidatingUntil ?? 0) <= now) {
       deps.memory.revalidatingUntil = now + REVALIDATE_GUARD_MS;
       t.waitUntil(
-        fromGateway(t, key, candidate.entry.envelope.fetchedAt + 1)
-          .catch((err: unknown) => deps.log.log("warn", "revalidate_failed", { code: errorCode(err) }))
-          .finally(() => {
-            deps.memory.revalidatingUntil = 0;
-          }),
+        fromGateway(t, key, candidate.entry.envelope.fetchedAt + 1).then(
+          (r) => {
+            // Only a fresh snapshot ends the window early. A failed refresh (an error, or the
+            // object's own stale copy) keeps it: a failing partner then costs one refresh per
+            // isolate per window, not one per request.
+            if (!r.stale) deps.memory.revalidatingUntil = 0;
+          },
+          (err: unknown) => deps.log.log("warn", "revalidate_failed", { code: errorCode(err) }),
+        ),
       );
     }
     const name = candidate.tier === "memory" ? "gateway-memory" : "gateway-cache";
