@@ -1,0 +1,275 @@
+/**
+ * A long-lived server process (Deno, Bun; Node in tests): the same app and the same gateway rules
+ * as the Worker, wired in-process. Runtime-agnostic: web-standard APIs only, no runtime globals;
+ * `deno.ts` and `bun.ts` read the environment and call `Deno.serve` / `Bun.serve`.
+ *
+ * Where the Worker has a Durable Object, a process has one `Gateway` (createGateway) in memory:
+ * the same token broker, breaker and single-flight snapshot service. A process is one context,
+ * so sharing in-flight promises between requests is safe here (it is not in a stateless Worker).
+ * The Durable Object alarm becomes a timer, the cron a warm-up interval.
+ */
+import type { ExecutionContext } from "hono";
+import { createApp } from "../app.ts";
+import { cacheApiStore } from "../cache/cache-api.ts";
+import { MemoryResponseCache } from "../cache/memory-cache.ts";
+import { configFor } from "../config.ts";
+import {
+  type Clock,
+  consoleLogger,
+  type Deps,
+  type FetchFn,
+  type Logger,
+  MemoryStore,
+  newIsolateMemory,
+  type ResponseCache,
+  type SnapshotSource,
+  systemClock,
+} from "../deps.ts";
+import { AppError, type ErrorInfo } from "../errors.ts";
+import { createGateway } from "../gateway/create-gateway.ts";
+import type { Gateway } from "../gateway/gateway.ts";
+import { warmUp } from "../warmup.ts";
+
+/** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
+export type Settings = Readonly<Record<string, string | undefined>>;
+
+/** The named cache for snapshots; the Worker's name, so one deployment's key space reads the same. */
+export const CACHE_NAME = "sharenow-vehicles-v1";
+/** Port when PORT is not set (wrangler dev's). */
+export const DEFAULT_PORT = 8787;
+/** Warm-up interval when WARMUP_INTERVAL_S is not set: the Worker's cron runs once a minute. */
+export const DEFAULT_WARMUP_INTERVAL_S = 60;
+/** As the Durable Object alarm: with no token to keep, look again after this. */
+const IDLE_ALARM_MS = 30_000;
+/** As the Durable Object alarm: never sooner than this from now. */
+const MIN_ALARM_DELAY_MS = 1_000;
+/** setTimeout's largest delay (2^31 - 1 ms); a later alarm is re-armed on the way. */
+const MAX_TIMER_MS = 2_147_483_647;
+/** How long close() waits for background work (a refresh, a cache put) to settle. */
+const CLOSE_WAIT_MS = 5_000;
+/** The most snapshot copies the memory cache keeps (one per configuration; a few suffice). */
+const MEMORY_CACHE_ENTRIES = 8;
+
+export interface ServerOptions {
+  /** Default: the global fetch, looked up per call. */
+  fetch?: FetchFn;
+  clock?: Clock;
+  log?: Logger;
+  /** L2. Default: the Cache API where the runtime has one (Deno), else a bounded memory cache (Bun, Node). */
+  cache?: ResponseCache;
+}
+
+/** A wired server: hand `fetch` to the runtime's HTTP server, call `close` on shutdown. */
+export interface GatewayServer {
+  fetch(request: Request): Promise<Response>;
+  readonly deps: Deps;
+  /** Stops the timers and waits (bounded) for background work. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Where to listen: PORT (default 8787; 0 picks a free port) and HOST (default: the runtime's, all interfaces). */
+export function listenOptions(settings: Settings): { port: number; hostname: string | undefined } {
+  const raw = settings.PORT?.trim() || String(DEFAULT_PORT);
+  const port = Number(raw);
+  if (!/^\d{1,5}$/.test(raw) || port > 65_535) throw new Error("PORT must be a whole number from 0 to 65535");
+  return { port, hostname: settings.HOST?.trim() || undefined };
+}
+
+/** Logs where the server listens (one line; scripts and tests read it). */
+export function logListening(server: GatewayServer, runtime: string, hostname: string, port: number): void {
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  server.deps.log.log("info", "listening", { runtime, url: `http://${host}:${port}` });
+}
+
+/**
+ * A signal handler for a graceful stop: stop accepting and let requests finish (`stopHttp`),
+ * stop the timers and let background work settle, then exit. A second signal changes nothing.
+ */
+export function stopper(
+  server: GatewayServer,
+  stopHttp: () => Promise<unknown>,
+  exit: (code: number) => void,
+): () => void {
+  let stopping = false;
+  return () => {
+    if (stopping) return;
+    stopping = true;
+    server.deps.log.log("info", "stopping", {});
+    stopHttp()
+      .then(() => server.close())
+      .then(
+        () => exit(0),
+        () => exit(1),
+      );
+  };
+}
+
+/** A timer, unreferenced where the runtime allows it: the HTTP server, not a timer, keeps a process alive. */
+function unrefed<T>(timer: T): T {
+  (timer as { unref?: () => void }).unref?.();
+  return timer;
+}
+
+/**
+ * The Durable Object alarm as a timer: one pending wake-up at the token's refresh time (earlier
+ * wins), re-armed after every snapshot call and warm-up and after each firing. Firing is
+ * idempotent (`refreshTokenIfDue` refreshes only a token that is due).
+ */
+class TokenAlarm {
+  readonly #gateway: Gateway;
+  readonly #clock: Clock;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #at: number | undefined;
+  #stopped = false;
+
+  constructor(gateway: Gateway, clock: Clock) {
+    this.#gateway = gateway;
+    this.#clock = clock;
+  }
+
+  arm(force = false): void {
+    if (this.#stopped) return;
+    const now = this.#clock.now();
+    const at = Math.max(this.#gateway.nextAlarmAt() ?? now + IDLE_ALARM_MS, now + MIN_ALARM_DELAY_MS);
+    if (!force && this.#at !== undefined && this.#at <= at) return;
+    clearTimeout(this.#timer);
+    this.#at = at;
+    this.#timer = unrefed(setTimeout(() => this.#fire(at), Math.min(at - now, MAX_TIMER_MS)));
+  }
+
+  /** Resolves once the refresh (if any) is done and the next wake-up is set. */
+  async #fire(at: number): Promise<void> {
+    this.#at = undefined;
+    this.#timer = undefined;
+    // Woken early (a delay past setTimeout's limit): wait on.
+    if (this.#clock.now() < at) return this.arm(true);
+    // Never throws: failures are logged by the broker, whose backoff keeps this from storming.
+    await this.#gateway.refreshTokenIfDue();
+    this.arm(true);
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#at = undefined;
+  }
+}
+
+const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
+
+/** The gateway of a process whose settings are invalid: every answer says so (the app names the settings). */
+const unconfigured: SnapshotSource = {
+  getSnapshot: async () => ({ ok: false, error: CONFIG_INVALID }),
+  status: async () => {
+    throw new AppError("config_invalid");
+  },
+  warm: async () => ({ tokenSecondsLeft: undefined, snapshotFetchedAt: undefined, error: CONFIG_INVALID }),
+};
+
+/**
+ * Builds the Deps of one server process from plain settings, and the fetch handler. Starts the
+ * warm-up interval at once (its first tick after one interval, like a cron after a deploy); the
+ * token alarm is armed by the first snapshot call.
+ */
+export function createGatewayServer(settings: Settings, opts: ServerOptions = {}): GatewayServer {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? consoleLogger;
+  const fetchFn: FetchFn = opts.fetch ?? ((input, init) => fetch(input, init));
+
+  // Background work of requests and of the gateway: kept so close() can let it finish, never
+  // allowed to reject unobserved (waitUntil in a Worker swallows too, but logs nothing).
+  const pending = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>): void => {
+    const settled: Promise<unknown> = p
+      .catch((err: unknown) => {
+        log.log("error", "background_failed", { error: err instanceof Error ? err.name : "unknown" });
+      })
+      .finally(() => pending.delete(settled));
+    pending.add(settled);
+  };
+
+  const config = configFor(settings as Record<string, unknown>);
+  let gateway: SnapshotSource = unconfigured;
+  let alarm: TokenAlarm | undefined;
+  if (config instanceof Error) {
+    log.log("error", "config_invalid", { settings: config.settings });
+  } else {
+    const inner = createGateway(config, {
+      fetch: fetchFn,
+      store: new MemoryStore(),
+      clock,
+      log,
+      schedule: track,
+    }).gateway;
+    const tokenAlarm = new TokenAlarm(inner, clock);
+    alarm = tokenAlarm;
+    // As the Durable Object's RPC methods: every snapshot call and warm-up re-arms the alarm.
+    gateway = {
+      async getSnapshot(o) {
+        const result = await inner.getSnapshot(o);
+        tokenAlarm.arm();
+        return result;
+      },
+      status: () => inner.status(),
+      async warm(o) {
+        const result = await inner.warm(o);
+        tokenAlarm.arm();
+        return result;
+      },
+    };
+  }
+
+  const deps: Deps = {
+    config,
+    gateway,
+    cache: opts.cache ?? cacheApiStore(CACHE_NAME) ?? new MemoryResponseCache({ maxEntries: MEMORY_CACHE_ENTRIES }),
+    clock,
+    log,
+    rateLimit: undefined,
+    allowTierBypass: settings.ALLOW_TIER_BYPASS === "true",
+    memory: newIsolateMemory(),
+  };
+
+  // The cron, as an interval. A tick still running when the next is due is not doubled.
+  const intervalS = Math.max(1, Number(settings.WARMUP_INTERVAL_S ?? DEFAULT_WARMUP_INTERVAL_S) || 60);
+  let warming = false;
+  const warmTick = (): void => {
+    if (warming) return;
+    warming = true;
+    track(
+      warmUp(deps, { waitUntil: track, intervalS, scheduledTime: clock.now() }).finally(() => {
+        warming = false;
+      }),
+    );
+  };
+  let interval: ReturnType<typeof setInterval> | undefined =
+    config instanceof Error ? undefined : unrefed(setInterval(warmTick, intervalS * 1000));
+
+  const app = createApp();
+  const executionCtx: ExecutionContext = { waitUntil: track, passThroughOnException() {}, props: {} };
+
+  let closing: Promise<void> | undefined;
+  return {
+    deps,
+    fetch: async (request) => app.fetch(request, { deps }, executionCtx),
+    close() {
+      closing ??= (async () => {
+        clearInterval(interval);
+        interval = undefined;
+        alarm?.stop();
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const deadline = new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, CLOSE_WAIT_MS);
+        });
+        // Background work may start more background work: wait until none is left (or time is up).
+        const drain = async () => {
+          while (pending.size > 0) await Promise.allSettled([...pending]);
+        };
+        await Promise.race([drain(), deadline]);
+        clearTimeout(timer);
+      })();
+      return closing;
+    },
+  };
+}
