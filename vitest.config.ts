@@ -45,6 +45,16 @@ export default defineConfig({
           testTimeout: 30_000,
         },
       },
+      {
+        // The same gateway as a long-lived process: real Deno and Bun binaries against the sandbox.
+        test: {
+          name: "runtimes",
+          include: ["test/runtimes/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+        },
+      },
     ],
   },
 });

@@ -1,0 +1,7 @@
+/**
+ * The gateway on Bun: the real binary runs src/runtimes/bun.ts against the partner sandbox.
+ * The test body is shared with the other runtimes (gateway-suite.ts).
+ */
+import { describeGatewayOn } from "./gateway-suite.ts";
+
+describeGatewayOn("bun");
