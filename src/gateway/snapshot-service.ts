@@ -318,7 +318,7 @@ async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefin
   let body: string;
   if (s.encoding === "identity" && typeof s.data === "string") body = s.data;
   else if (s.encoding === "gzip" && s.data instanceof Uint8Array && typeof DecompressionStream === "function") {
-    const stream = new Blob([s.data]).stream().pipeThrough(new DecompressionStream("gzip"));
+    const stream = new Blob([s.data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
     body = await new Response(stream).text();
   } else return undefined;
   return { body, fetchedAt: s.fetchedAt, etag: s.etag, count: s.count, dropped: s.dropped };

@@ -64,6 +64,16 @@ function errorCode(err: unknown): string {
   return err instanceof AppError ? err.code : "internal";
 }
 
+/** A cached entry as a snapshot; a damaged one is a miss (logged), never a 500. */
+function parseCached(deps: Deps, env: SnapshotEnvelope): Snapshot | undefined {
+  try {
+    return buildSnapshot(env);
+  } catch (err) {
+    deps.log.log("warn", "cache_entry_invalid", { code: errorCode(err) });
+    return undefined;
+  }
+}
+
 /** The newest snapshot the tiers can give, or an AppError when there is nothing to serve. */
 export async function loadSnapshot(t: TierContext): Promise<Served> {
   const { deps, config } = t;
@@ -98,8 +108,12 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
       return undefined;
     });
     const env = hit ? await responseToEnvelope(hit) : undefined;
-    if (env && age(env) < servableMs && (!candidate || env.fetchedAt > candidate.entry.envelope.fetchedAt)) {
-      const entry = { snapshot: buildSnapshot(env), envelope: env };
+    const snapshot =
+      env && age(env) < servableMs && (!candidate || env.fetchedAt > candidate.entry.envelope.fetchedAt)
+        ? parseCached(deps, env)
+        : undefined;
+    if (env && snapshot) {
+      const entry = { snapshot, envelope: env };
       if (!t.bypass?.memory) remember(deps, entry);
       if (age(env) < ttlMs) {
         return served(entry, "cache", false, `gateway-cache; hit; ttl=${ttl(env)}, ${memStatus}; stored`);
@@ -151,10 +165,15 @@ async function fromGateway(
   const { deps, config } = t;
   const res = await deps.gateway.getSnapshot(notOlderThan === undefined ? {} : { notOlderThan });
   if (!res.ok) throw AppError.fromInfo(res.error);
-  const entry = { snapshot: buildSnapshot(res.snapshot), envelope: res.snapshot };
+  // Concurrent cold requests of one isolate all get the same envelope: the first to resume parses
+  // and stores it, the others reuse that (no second parse, no second 800 KB cache write).
+  const cur = t.bypass?.memory ? undefined : (deps.memory.snapshot as MemoryEntry | undefined);
+  const known =
+    cur !== undefined && cur.envelope.etag === res.snapshot.etag && cur.envelope.fetchedAt === res.snapshot.fetchedAt;
+  const entry = known ? cur : { snapshot: buildSnapshot(res.snapshot), envelope: res.snapshot };
   if (!t.bypass?.memory) remember(deps, entry);
   const cache = t.bypass?.cache ? undefined : deps.cache;
-  if (cache) {
+  if (cache && !known) {
     const keepS = config.vehiclesTtlS + config.vehiclesStaleS;
     t.waitUntil(
       cache
