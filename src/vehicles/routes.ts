@@ -78,8 +78,9 @@ export function vehicleRoutes(): Hono<AppEnv> {
 
   r.get("/", async (c) => {
     const config = c.get("config");
-    // Parse before any tier is touched: bad input costs nothing upstream.
-    const query = parseVehicleQuery(new URL(c.req.url).searchParams, { maxLimit: config.vehiclesMaxLimit });
+    // Parse before any tier is touched: bad input costs nothing upstream. The raw query string, so
+    // its length is checked as sent (`?&&&…` parses to nothing, `%41` to one character).
+    const query = parseVehicleQuery(new URL(c.req.url).search, { maxLimit: config.vehiclesMaxLimit });
     const s = await serve(c);
     const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
     return respond(c, s, etag, () => {
