@@ -204,7 +204,8 @@ export function createApp(): Hono<AppEnv> {
     } else if (err.status >= 500) {
       c.get("logFields").error = err.code;
     }
-    return problemResponse(err, { instance: c.req.path });
+    // `instance` echoes the client's path: not when the path itself is what is too long (414).
+    return problemResponse(err, c.req.path.length <= MAX_URL_LENGTH ? { instance: c.req.path } : {});
   });
 
   return app;
