@@ -18,7 +18,7 @@ main{max-width:1100px;margin:0 auto;padding:24px 20px 64px}
 h1{font-size:1.7rem;margin:0 0 4px}h2{font-size:1.3rem;margin:40px 0 12px;border-bottom:1px solid var(--line);padding-bottom:6px}
 h3{font-size:1.08rem;margin:0;display:flex;gap:10px;align-items:center;flex-wrap:wrap}h4{margin:16px 0 6px;font-size:.95rem}
 a{color:var(--accent)}code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;background:var(--panel);padding:1px 4px;border-radius:4px}
-.muted{color:var(--muted)}nav ul{columns:2;padding-left:18px;margin:8px 0}nav li{break-inside:avoid}
+.muted{color:var(--muted)}nav ul{padding-left:18px;margin:6px 0}nav>ul{columns:2;column-gap:32px}nav>ul>li{break-inside:avoid;margin-bottom:8px}
 .op,.schema{border:1px solid var(--line);border-radius:8px;padding:14px 16px;margin:14px 0}
 .m{font:700 12px/1 ui-monospace,monospace;padding:5px 8px;border-radius:4px;color:#fff;background:#6b7280;text-transform:uppercase}
 .m-get{background:#17803d}.m-head{background:#6d28d9}.m-post{background:#b45309}.m-put,.m-patch{background:#0e7490}.m-delete{background:#b91c1c}
@@ -103,7 +103,7 @@ function typeOf(schema: unknown, depth = 0): string {
 }
 
 /** Constraints and hints worth a glance: range, length, pattern, format, default, example. */
-function chips(schema: unknown): string {
+function chips(schema: unknown, opts: { commaList?: boolean } = {}): string {
   const s = asObject(schema);
   const out: string[] = [];
   const num = (k: string) => (typeof s[k] === "number" ? String(s[k]) : undefined);
@@ -114,12 +114,17 @@ function chips(schema: unknown): string {
   };
   range(num("minimum"), num("maximum"), "range");
   range(num("minLength"), num("maxLength"), "length");
-  range(num("minItems"), num("maxItems"), "items");
+  // A tuple's length is its type already.
+  if (!Array.isArray(s.prefixItems)) range(num("minItems"), num("maxItems"), "items");
   for (const k of ["format", "pattern"])
     if (typeof s[k] === "string") out.push(`${k} <code>${escapeHtml(s[k])}</code>`);
   if ("default" in s) out.push(`default <code>${escapeHtml(JSON.stringify(s.default))}</code>`);
   const example = asArray(s.examples)[0];
-  if (example !== undefined) out.push(`example <code>${escapeHtml(JSON.stringify(example))}</code>`);
+  if (example !== undefined) {
+    // A comma-list parameter's example as it is written in a URL: `13.3,52.45`, not `[13.3,52.45]`.
+    const wire = opts.commaList && Array.isArray(example) ? example.join(",") : JSON.stringify(example);
+    out.push(`example <code>${escapeHtml(wire)}</code>`);
+  }
   return out.length ? `<span class="chips">${out.join(" · ")}</span>` : "";
 }
 
@@ -160,11 +165,11 @@ function parametersTable(doc: Json, params: unknown[]): string {
   const rows = params.map((raw) => {
     const p = deref(doc, raw);
     const name = typeof p.name === "string" ? p.name : "?";
-    const list =
-      p.style === "form" && p.explode === false ? '<span class="chips">comma-separated: <code>a,b,c</code></span>' : "";
+    const commaList = p.style === "form" && p.explode === false;
+    const list = commaList ? '<span class="chips">comma-separated: <code>a,b,c</code></span>' : "";
     return (
       `<tr><td><code>${escapeHtml(name)}</code>${p.required === true ? '<span class="req">required</span>' : ""}</td>` +
-      `<td>${escapeHtml(String(p.in ?? ""))}</td><td>${typeOf(p.schema)}</td><td>${prose(p.description)}${list}${chips(p.schema)}</td></tr>`
+      `<td>${escapeHtml(String(p.in ?? ""))}</td><td>${typeOf(p.schema)}</td><td>${prose(p.description)}${list}${chips(p.schema, { commaList })}</td></tr>`
     );
   });
   return rows.length ? `<h4>Parameters</h4>${table(["Name", "In", "Type", "Description"], rows)}` : "";
