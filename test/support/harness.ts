@@ -87,3 +87,230 @@ export function advanceClock(ms: number): void {
 function resetClock(): void {
   offsetMs = 0;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Vehicles endpoint tests: counts, leak scan, waiting for background work, /health.
+
+/**
+ * The sandbox's counts in one comparable object: token requests, partner (vehicles) requests,
+ * requests to any other path (`unexpected`, expected 0) and redirect-target hits (`steal`).
+ */
+export async function sandboxCounts(): Promise<{ token: number; vehicles: number; unexpected: number; steal: number }> {
+  const c = await sandbox.counters();
+  return { token: c.token.total, vehicles: c.vehicles.total, unexpected: c.unexpected, steal: c.steal.total };
+}
+
+/** Polls `check` (every 10 ms, up to `timeoutMs` of real time) until it returns true. */
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const until = realNow() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (realNow() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** The fetchedAt stamp of this data centre's L2 entry, or undefined when there is none. */
+export async function cachedFetchedAt(): Promise<number | undefined> {
+  const config = configFor(env as unknown as Record<string, unknown>);
+  if (config instanceof Error) return undefined;
+  const hit = await (await caches.open(CACHE_NAME)).match(tierCacheKey(config));
+  if (!hit) return undefined;
+  await hit.body?.cancel();
+  const at = Number(hit.headers.get("x-gateway-fetched-at"));
+  return Number.isFinite(at) && at > 0 ? at : undefined;
+}
+
+/** A response read once: status, headers and body text, all kept for the leak scan. */
+export interface Observed {
+  res: Response;
+  status: number;
+  headers: Headers;
+  text: string;
+}
+
+const observedTexts: string[] = [];
+
+/** `get`, reading the body, and keeping status, headers and body for `expectNoLeaks`. */
+export async function observe(path: string, init?: RequestInit): Promise<Observed> {
+  const res = await get(path, init);
+  const text = await res.text();
+  const head = [...res.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
+  observedTexts.push(`${init?.method ?? "GET"} ${path} -> ${res.status}\n${head}\n\n${text}`);
+  return { res, status: res.status, headers: res.headers, text };
+}
+
+/** `observe` and parse the body as JSON (the caller names the shape). */
+export async function observeJson<T>(path: string, init?: RequestInit): Promise<Observed & { body: T }> {
+  const o = await observe(path, init);
+  return { ...o, body: JSON.parse(o.text) as T };
+}
+
+/**
+ * Every response read through `observe` since the last call (and every text in `extra`, log
+ * lines say) must hold no fuelCardPin, no access token and no client secret of the sandbox.
+ * Every PIN carries the sandbox's marker (checked here), so scanning for the marker covers every
+ * PIN; `everyPin` also looks for each PIN without its marker (slower: for the redaction suite).
+ * Returns how many texts were scanned.
+ */
+export async function expectNoLeaks(opts: { extra?: readonly string[]; everyPin?: boolean } = {}): Promise<number> {
+  const secrets = await sandbox.secrets();
+  const marker = "sbxpin-";
+  if (secrets.fuelCardPins.length === 0) throw new Error("leak scan: the sandbox reports no fuelCardPin");
+  const unmarked = secrets.fuelCardPins.find((p) => !p.startsWith(marker));
+  if (unmarked !== undefined) throw new Error("leak scan: a fuelCardPin without the marker");
+  const pins = secrets.fuelCardPins.map((p) => p.slice(marker.length));
+  // The sandbox's PINs read `dddd-dddddd` after the marker: one regex pass per text finds every
+  // candidate, checked against the set (a plain search per PIN otherwise).
+  const shape = /\d{4}-\d{6}/g;
+  const pinSet = new Set(pins);
+  const shaped = pins.every((p) => /^\d{4}-\d{6}$/.test(p));
+  const findPin = (text: string): string | undefined =>
+    shaped ? text.match(shape)?.find((m) => pinSet.has(m)) : pins.find((p) => text.includes(p));
+  const needles = [...secrets.accessTokens, ...secrets.clientSecrets].filter((s) => s.length >= 8);
+  const texts = [...observedTexts.splice(0), ...(opts.extra ?? [])];
+  for (const text of texts) {
+    const where = text.slice(0, text.indexOf("\n") === -1 ? 120 : text.indexOf("\n"));
+    if (text.includes(marker)) throw new Error(`leak: a fuelCardPin in ${where}`);
+    // The PINs without the marker too, should some served form ever drop it.
+    const pin = opts.everyPin ? findPin(text) : undefined;
+    if (pin !== undefined) throw new Error(`leak: fuelCardPin ${marker}${pin} in ${where}`);
+    if (needles.some((n) => text.includes(n))) throw new Error(`leak: a token or client secret in ${where}`);
+  }
+  return texts.length;
+}
+
+/** Log lines (console.log/warn/error) from now on, for the leak scan; console.log is kept quiet. */
+export function captureLogs(): string[] {
+  const lines: string[] = [];
+  const keep = (...args: unknown[]) => {
+    lines.push(args.map((a) => (typeof a === "string" ? a : JSON.stringify(a))).join(" "));
+  };
+  vi.spyOn(console, "log").mockImplementation(keep);
+  vi.spyOn(console, "warn").mockImplementation(keep);
+  vi.spyOn(console, "error").mockImplementation(keep);
+  return lines;
+}
+
+/** The body of GET /health. */
+export interface HealthBody {
+  status: string;
+  config: { ok: boolean; vehiclesTtlS?: number; vehiclesStaleS?: number; [k: string]: unknown };
+  gateway: {
+    token: {
+      state: string;
+      ageS?: number;
+      secondsLeft?: number;
+      tokenRequests: number;
+      [k: string]: unknown;
+    };
+    snapshot: { fetchedAt?: number; ageS?: number; count?: number };
+    breaker: { state: string; retryAt?: number };
+    counters: {
+      tokenRequests: number;
+      partnerRequests: number;
+      partnerFailures: number;
+      snapshotServed: number;
+      snapshotFetches: number;
+      droppedVehicles: number;
+    };
+  };
+  isolate: { memoryHits: number; cacheHits: number; gatewayCalls: number; staleServed: number; notModified: number };
+}
+
+/** GET /health through `observe`, parsed. */
+export function health(): Promise<Observed & { body: HealthBody }> {
+  return observeJson<HealthBody>("/health");
+}
+
+// --- Vehicles endpoint: shapes, a seeded PRNG, brute-force helpers ---------------------------
+
+/** The allow-list of served vehicle fields (DESIGN.md), written out here, not imported from src. */
+export const SERVED_VEHICLE_KEYS = [
+  "buildSeries",
+  "charging",
+  "chargingCablePlugged",
+  "fuelLevel",
+  "fuelType",
+  "imageUrl",
+  "numberOfSeats",
+  "numberPlate",
+  "position",
+  "primaryColor",
+  "secondaryColor",
+  "transmissionType",
+  "vehicleName",
+  "vin",
+] as const;
+
+/** A vehicle as served (or as the sandbox holds it, PIN included, before `redactForComparison`). */
+export interface ServedVehicle {
+  vin: string;
+  position: { latitude: number; longitude: number };
+  fuelType?: string;
+  fuelLevel?: number;
+  transmissionType?: string;
+  numberOfSeats?: number;
+  distanceM?: number;
+  [key: string]: unknown;
+}
+
+/** The body of GET /v1/vehicles. */
+export interface VehicleListBody {
+  vehicles: ServedVehicle[];
+  count: number;
+  total: number;
+  fetchedAt: string;
+  stale: boolean;
+}
+
+/** The body of GET /v1/vehicles/{vin}. */
+export interface VehicleBody {
+  vehicle: ServedVehicle;
+  fetchedAt: string;
+  stale: boolean;
+}
+
+/** An RFC 9457 problem document as the gateway writes it. */
+export interface ProblemBody {
+  type: string;
+  title: string;
+  status: number;
+  code: string;
+  detail?: string;
+  instance?: string;
+  parameter?: string;
+  [key: string]: unknown;
+}
+
+/** The sandbox fleet as the gateway should serve it: no fuelCardPin, sorted by VIN. */
+export function redactForComparison(fleet: readonly Record<string, unknown>[]): ServedVehicle[] {
+  return fleet
+    .map((v) => {
+      const { fuelCardPin: _pin, ...rest } = v;
+      return rest as ServedVehicle;
+    })
+    .sort((a, b) => (a.vin < b.vin ? -1 : a.vin > b.vin ? 1 : 0));
+}
+
+/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Great-circle distance in metres (haversine, mean Earth radius), written independently of src. */
+export function distanceM(lat1: number, lon1: number, lat2: number, lon2: number): number {
+  const R = 6_371_008.8;
+  const rad = Math.PI / 180;
+  const dLat = (lat2 - lat1) * rad;
+  const dLon = (lon2 - lon1) * rad;
+  const h = Math.sin(dLat / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(dLon / 2) ** 2;
+  return 2 * R * Math.asin(Math.min(1, Math.sqrt(h)));
+}
