@@ -223,6 +223,180 @@ export function health(): Promise<Observed & { body: HealthBody }> {
   return observeJson<HealthBody>("/health");
 }
 
+// --- Traffic and leak recording (token broker tests) ----------------------------------------
+
+/** One request the code under test sent with globalThis.fetch (the sandbox control API excepted). */
+export interface OutboundRequest {
+  method: string;
+  url: string;
+  /** The `authorization` header as sent, if any. */
+  authorization: string | undefined;
+  /** The bearer value of `authorization`, if it was a Bearer one. */
+  bearer: string | undefined;
+}
+
+/** A Worker response read in full (its body and headers are recorded for the leak check). */
+export interface RecordedResponse {
+  status: number;
+  headers: Headers;
+  text: string;
+  json<T = unknown>(): T;
+}
+
+/**
+ * Everything that could carry a secret out: Worker responses (heads and bodies), results of RPC
+ * calls and errors handed to `see`, and every console line (the Worker and the gateway object log
+ * through console in the test's isolate). Also records each outbound fetch and its bearer token.
+ */
+export interface TrafficRecorder {
+  readonly outbound: OutboundRequest[];
+  /** Console lines, in order (console output is captured, not printed). */
+  readonly logs: string[];
+  /** Response heads and bodies, RPC results and errors seen so far. */
+  readonly seen: string[];
+  /** Records any value (an RPC result, an error) for the leak check. */
+  see(value: unknown): void;
+  /** `get(path)` through the Worker, the response read in full and recorded. */
+  get(path: string, init?: RequestInit): Promise<RecordedResponse>;
+  /** Outbound requests to the partner's vehicles URL. */
+  vehiclesRequests(): OutboundRequest[];
+  /** Outbound requests to the token endpoint. */
+  tokenRequests(): OutboundRequest[];
+  /**
+   * Fails if any access token the sandbox ever issued, or any client secret (raw or encoded),
+   * appears in a recorded response, RPC result, error or console line; or if a request went
+   * anywhere but the token endpoint and the vehicles URL (and `alsoAllowed`), or a bearer token
+   * anywhere but the vehicles URL.
+   */
+  assertNoLeaks(opts?: { alsoAllowed?: string[] }): Promise<void>;
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === "string") return value;
+  if (value instanceof Error) {
+    const extra = Object.entries(value).map(([k, v]) => `${k}=${describeValue(v)}`);
+    return [value.name, value.message, String(value.stack ?? ""), ...extra].join("\n");
+  }
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}
+
+/** The forms a client secret could take on the wire or in a log line. */
+function secretForms(secret: string): string[] {
+  const form = new URLSearchParams([["v", secret]]).toString().slice(2);
+  return [...new Set([secret, encodeURIComponent(secret), form, JSON.stringify(secret).slice(1, -1)])];
+}
+
+/**
+ * Starts recording (call it after coldStart, which restores every mock): spies on
+ * globalThis.fetch (calls through) and on console.log/info/warn/error/debug (captured, not printed).
+ */
+export function recordTraffic(): TrafficRecorder {
+  const outbound: OutboundRequest[] = [];
+  const logs: string[] = [];
+  const seen: string[] = [];
+  const realFetch = globalThis.fetch;
+  vi.spyOn(globalThis, "fetch").mockImplementation((input: RequestInfo | URL, init?: RequestInit) => {
+    const req = input instanceof Request ? input : undefined;
+    const url = req ? req.url : String(input);
+    if (!url.startsWith(`${env.SANDBOX_URL}/__sandbox`)) {
+      const headers = new Headers(init?.headers ?? req?.headers);
+      const authorization = headers.get("authorization") ?? undefined;
+      const bearer = /^Bearer +(\S+)$/i.exec(authorization ?? "")?.[1];
+      outbound.push({ method: init?.method ?? req?.method ?? "GET", url, authorization, bearer });
+    }
+    return realFetch(input, init);
+  });
+  for (const level of ["log", "info", "warn", "error", "debug"] as const) {
+    vi.spyOn(console, level).mockImplementation((...args: unknown[]) => {
+      logs.push(args.map(describeValue).join(" "));
+    });
+  }
+  const vehiclesUrl = `${env.PARTNER_API_URL}/api/rental/partner/vehicles`;
+  return {
+    outbound,
+    logs,
+    seen,
+    see(value) {
+      seen.push(describeValue(value));
+    },
+    async get(path, init) {
+      const res = await get(path, init);
+      const text = await res.text();
+      seen.push(`${res.status}\n${[...res.headers].map(([k, v]) => `${k}: ${v}`).join("\n")}\n\n${text}`);
+      return { status: res.status, headers: res.headers, text, json: <T>() => JSON.parse(text) as T };
+    },
+    vehiclesRequests: () => outbound.filter((r) => r.url === vehiclesUrl),
+    tokenRequests: () => outbound.filter((r) => r.url === env.PARTNER_TOKEN_URL),
+    async assertNoLeaks(opts) {
+      const s = await sandbox.secrets();
+      const haystacks = [...seen, ...logs];
+      const clientSecrets = [
+        ...s.clientSecrets,
+        ...(env.PARTNER_CLIENT_SECRET ? [env.PARTNER_CLIENT_SECRET] : []),
+        env.SANDBOX_BASIC_SECRET,
+      ];
+      const needles = [...s.accessTokens, ...clientSecrets.flatMap(secretForms)];
+      if (s.accessTokens.length === 0) throw new Error("leak check: the sandbox reports no issued token");
+      for (const needle of needles) {
+        const at = haystacks.findIndex((h) => h.includes(needle));
+        if (at >= 0) throw new Error(`leak: a token or client secret appears in: ${haystacks[at]!.slice(0, 300)}`);
+      }
+      for (const r of outbound) {
+        if (r.url !== env.PARTNER_TOKEN_URL && r.url !== vehiclesUrl && !opts?.alsoAllowed?.includes(r.url)) {
+          // Only requests of the code under test are recorded: these two URLs are all it may call.
+          throw new Error(`unexpected outbound request: ${r.method} ${r.url}`);
+        }
+        if (r.bearer !== undefined && r.url !== vehiclesUrl) throw new Error(`bearer token sent to ${r.url}`);
+      }
+    },
+  };
+}
+
+/** Polls `check` (every 10 ms, up to `timeoutMs`) until it returns true; throws with `what` otherwise. */
+export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** The sandbox's request counts in one flat object, for one `toEqual` per test (readable diffs). */
+export interface PartnerCounts {
+  tokenRequests: number;
+  tokensIssued: number;
+  tokenRejected: number;
+  vehiclesRequests: number;
+  vehiclesServed: number;
+  /** 401s of the vehicles endpoint by reason: missing, unknown, expired, revoked. */
+  vehiclesRejected: Record<string, number>;
+  /** Requests that followed a redirect elsewhere. */
+  stolen: number;
+  unexpected: number;
+}
+
+export async function partnerCounts(): Promise<PartnerCounts> {
+  const c = await sandbox.counters();
+  return {
+    tokenRequests: c.token.total,
+    tokensIssued: c.token.issued,
+    tokenRejected: c.token.rejected,
+    vehiclesRequests: c.vehicles.total,
+    vehiclesServed: c.vehicles.served,
+    vehiclesRejected: c.vehicles.rejected,
+    stolen: c.steal.total,
+    unexpected: c.unexpected,
+  };
+}
+
+/** What PartnerCounts reads when the vehicles endpoint refused nothing. */
+export const NO_REJECTIONS = { missing: 0, unknown: 0, expired: 0, revoked: 0 } as const;
+
 // --- Vehicles endpoint: shapes, a seeded PRNG, brute-force helpers ---------------------------
 
 /** The allow-list of served vehicle fields (DESIGN.md), written out here, not imported from src. */
