@@ -1,0 +1,212 @@
+/**
+ * Faults of the gateway Durable Object: eviction, a reset in the middle of a refresh, and the
+ * platform's error flags (`.overloaded` never retried, `.retryable` retried once with a new stub).
+ * Against the sandbox in workerd; every case asserts the answer, the sandbox's request counts,
+ * and (afterAll) that nothing leaked.
+ */
+import { abortAllDurableObjects, createExecutionContext, evictDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { createApp } from "../../src/app.ts";
+import { type Config, configFor } from "../../src/config.ts";
+import {
+  consoleLogger,
+  type Deps,
+  type GatewayStatus,
+  newIsolateMemory,
+  type SnapshotResult,
+  systemClock,
+} from "../../src/deps.ts";
+import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
+import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
+import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
+import { counts, expectProblem, LeakScan, PLANTED_MARKER } from "../support/leak-scan.ts";
+
+const scan = new LeakScan();
+
+beforeEach(() => scan.coldStart());
+
+afterAll(async () => {
+  const looked = await scan.assertClean();
+  expect(looked.responses).toBeGreaterThan(0);
+}, 60_000);
+
+const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
+const BYPASS = { headers: { "x-gateway-bypass": "memory,cache" } };
+
+async function waitUntilCounts(check: (c: Awaited<ReturnType<typeof counts>>) => boolean): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (check(await counts())) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error("timed out waiting for the sandbox counters");
+}
+
+describe("eviction and reset", () => {
+  it("eviction: memory is lost, storage is not; the stored token and snapshot cost no request", async () => {
+    expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+
+    await evictDurableObject(gatewayStub());
+    const fromObject = await scan.fetch("/v1/vehicles?limit=1", BYPASS);
+    expect(fromObject.status).toBe(200);
+    expect(fromObject.headers.get("cache-status")).toMatch(/^gateway-object/);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+
+    // Past the stale window the object fetches again, with the token it restored from storage.
+    await evictDurableObject(gatewayStub());
+    advanceClock(160_000);
+    expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+  });
+
+  it("reset while a token request hangs: the caller gets 503 gateway_unavailable, the next request recovers with one token request", async () => {
+    await sandbox.faults({ token: { kind: "hang", times: 1 } });
+    const pending = scan.fetch("/v1/vehicles?limit=1");
+    await waitUntilCounts((c) => c.token >= 1);
+
+    await abortAllDurableObjects();
+    expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });
+
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => scan.fetch(`/v1/vehicles?limit=${i + 1}`)));
+    for (const a of answers) expect(a.status).toBe(200);
+    // The hung request, and one more from the new instance: bounded, whatever the traffic.
+    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 1 });
+    await sandbox.clearFaults();
+  });
+
+  it("reset while the partner call hangs: the next request reuses the stored token (no token request)", async () => {
+    await sandbox.faults({ vehicles: { kind: "hang", times: 1 } });
+    const pending = scan.fetch("/v1/vehicles?limit=1");
+    await waitUntilCounts((c) => c.vehicles >= 1);
+
+    await abortAllDurableObjects();
+    expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });
+
+    const answers = await Promise.all(Array.from({ length: 20 }, () => scan.fetch("/v1/vehicles?limit=1")));
+    for (const a of answers) expect(a.status).toBe(200);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    await sandbox.clearFaults();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Worker's stub wrapper, with a fake namespace whose stubs fail with the platform's flags.
+
+type Behaviour = "ok" | { retryable?: boolean; overloaded?: boolean };
+
+const okSnapshot = (): SnapshotResult => ({
+  ok: true,
+  stale: false,
+  snapshot: { body: "[]", fetchedAt: Date.now(), etag: '"0123456789abcdef"', count: 0, dropped: 0 },
+});
+const FAKE_STATUS = { token: { state: "valid" } } as unknown as GatewayStatus;
+
+/** A namespace whose n-th stub behaves as `plan[n]` (then "ok"); counts the stubs made. */
+function fakeNamespace(plan: Behaviour[]) {
+  const made: { name: string; locationHint: string | undefined }[] = [];
+  const ns = {
+    getByName(name: string, opts?: { locationHint?: string }) {
+      const behaviour = plan[made.length] ?? "ok";
+      made.push({ name, locationHint: opts?.locationHint });
+      const act = async <T>(value: T): Promise<T> => {
+        if (behaviour === "ok") return value;
+        // The platform's message may say anything; it must reach neither a client nor a log.
+        throw Object.assign(new Error(`${PLANTED_MARKER}durable-object-internal`), behaviour);
+      };
+      return {
+        getSnapshot: () => act(okSnapshot()),
+        status: () => act(FAKE_STATUS),
+        warm: () => act({ tokenSecondsLeft: 100, snapshotFetchedAt: 1 }),
+      };
+    },
+  };
+  return { ns: ns as unknown as DurableObjectNamespace<PartnerGateway>, made };
+}
+
+function workerConfig(): Config {
+  const config = configFor(env as unknown as Record<string, unknown>);
+  if (config instanceof Error) throw config;
+  return config;
+}
+
+/** The app with the real Worker's settings and a gateway behind the given namespace. */
+async function viaApp(ns: DurableObjectNamespace<PartnerGateway>, path: string) {
+  const deps: Deps = {
+    config: workerConfig(),
+    gateway: wrapNamespace(ns, "weur"),
+    cache: undefined,
+    clock: systemClock,
+    log: consoleLogger,
+    rateLimit: undefined,
+    allowTierBypass: false,
+    memory: newIsolateMemory(),
+  };
+  const res = await createApp().fetch(new Request(`https://gateway.test${path}`), { deps }, createExecutionContext());
+  return scan.record(`app ${path}`, res);
+}
+
+describe("Durable Object errors: the stub wrapper's retry rules", () => {
+  const cases: { name: string; plan: Behaviour[]; stubs: number; ok: boolean; retryAfterS?: number }[] = [
+    {
+      name: "overloaded (and retryable): never retried",
+      plan: [{ overloaded: true, retryable: true }],
+      stubs: 1,
+      ok: false,
+      retryAfterS: 5,
+    },
+    { name: "overloaded only: never retried", plan: [{ overloaded: true }], stubs: 1, ok: false, retryAfterS: 5 },
+    { name: "retryable once: retried with a new stub, succeeds", plan: [{ retryable: true }], stubs: 2, ok: true },
+    {
+      name: "retryable twice: retried once only",
+      plan: [{ retryable: true }, { retryable: true }],
+      stubs: 2,
+      ok: false,
+      retryAfterS: 1,
+    },
+    {
+      name: "retryable, then overloaded: no third stub",
+      plan: [{ retryable: true }, { overloaded: true }],
+      stubs: 2,
+      ok: false,
+      retryAfterS: 1,
+    },
+    { name: "neither flag: not retried", plan: [{}], stubs: 1, ok: false, retryAfterS: 1 },
+  ];
+
+  it.each(cases)("getSnapshot, $name ($stubs stubs)", async ({ plan, stubs, ok, retryAfterS }) => {
+    const { ns, made } = fakeNamespace(plan);
+    const result = await wrapNamespace(ns, "weur").getSnapshot();
+    scan.see("getSnapshot result", result);
+    expect(made).toHaveLength(stubs);
+    for (const m of made) expect(m).toEqual({ name: GATEWAY_NAME, locationHint: "weur" });
+    expect(result.ok).toBe(ok);
+    if (!result.ok) expect(result.error).toEqual({ code: "gateway_unavailable", status: 503, retryAfterS });
+  });
+
+  it.each(cases)("through the Worker's app, $name: $stubs stubs", async ({ plan, stubs, ok, retryAfterS }) => {
+    const { ns, made } = fakeNamespace(plan);
+    const a = await viaApp(ns, "/v1/vehicles");
+    expect(made).toHaveLength(stubs);
+    if (ok) expect(a.status).toBe(200);
+    else expectProblem(a, { status: 503, code: "gateway_unavailable", retryAfter: retryAfterS ?? "absent" });
+  });
+
+  it("status() and warm() follow the same rules; /health reports the object as unavailable, by code only", async () => {
+    const overloaded = fakeNamespace([{ overloaded: true, retryable: true }]);
+    await expect(wrapNamespace(overloaded.ns).status()).rejects.toMatchObject({ code: "gateway_unavailable" });
+    expect(overloaded.made).toHaveLength(1);
+
+    const retryable = fakeNamespace([{ retryable: true }]);
+    const warm = await wrapNamespace(retryable.ns).warm({ tokenValidForS: 90 });
+    scan.see("warm result", warm);
+    expect(warm).toEqual({ tokenSecondsLeft: 100, snapshotFetchedAt: 1 });
+    expect(retryable.made).toHaveLength(2);
+
+    const health = await viaApp(fakeNamespace([{ overloaded: true }]).ns, "/health");
+    expect(health.status).toBe(503);
+    expect(health.headers.get("cache-control")).toBe("no-store");
+    expect(health.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(health.json()).toMatchObject({ status: "degraded", gateway: { error: "gateway_unavailable" } });
+  });
+});
