@@ -29,7 +29,13 @@ async function serve(c: Context<AppEnv>): Promise<Served> {
   else if (s.tier === "cache") counters.cacheHits++;
   else counters.gatewayCalls++;
   if (s.stale) counters.staleServed++;
-  Object.assign(c.get("logFields"), { tier: s.tier, stale: s.stale, cacheStatus: s.cacheStatus });
+  Object.assign(c.get("logFields"), {
+    tier: s.tier,
+    stale: s.stale,
+    cacheStatus: s.cacheStatus,
+    ...(s.gatewayMs === undefined ? {} : { gatewayMs: s.gatewayMs }),
+    ...(s.error ? { upstreamError: s.error.code } : {}),
+  });
   return s;
 }
 

@@ -25,6 +25,8 @@ export interface Served {
   ageS: number;
   /** Why a stale copy is served although a refresh was tried (stale-if-error). */
   error?: ErrorInfo;
+  /** Time this request waited for the gateway object (L3), for the request log. */
+  gatewayMs?: number;
 }
 
 interface MemoryEntry {
@@ -143,7 +145,9 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   }
 
   // L3: the gateway object, one partner fetch at a time for the world.
+  const started = deps.clock.now();
   const r = await fromGateway(t, key, undefined);
+  const gatewayMs = deps.clock.now() - started;
   const status = [
     r.stale
       ? `gateway-object; hit; ttl=${ttl(r.entry.envelope)}${r.error ? "; detail=stale-if-error" : ""}`
@@ -152,6 +156,7 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   if (cache) status.push("gateway-cache; fwd=miss; stored");
   status.push(`${memStatus}; stored`);
   const out = served(r.entry, "gateway", r.stale, status.join(", "));
+  out.gatewayMs = gatewayMs;
   if (r.error) out.error = r.error;
   return out;
 }
