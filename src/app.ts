@@ -42,6 +42,12 @@ function safeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
+/** A non-reversible tag of an API key: rate-limit buckets per key, never the key in a log or counter. */
+async function keyTag(key: string): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
+  return [...new Uint8Array(digest, 0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
@@ -54,6 +60,9 @@ export function createApp(): Hono<AppEnv> {
     c.set("logFields", {});
     await next();
     c.res.headers.set("x-content-type-options", "nosniff");
+    // Routes and the CORS middleware both add to Vary: one token once.
+    const vary = c.res.headers.get("vary");
+    if (vary) c.res.headers.set("vary", [...new Set(vary.split(",").map((v) => v.trim().toLowerCase()))].join(", "));
     c.res.headers.set("x-request-id", requestId);
     deps.log.log("info", "request", {
       requestId,
@@ -69,7 +78,7 @@ export function createApp(): Hono<AppEnv> {
     methodNotAllowed({
       app,
       onMethodNotAllowed: (c, methods) => {
-        const allow = [...new Set([...methods, "OPTIONS"])].join(", ");
+        const allow = methods.join(", ");
         return problemResponse(new AppError("method_not_allowed", { detail: `allowed: ${allow}` }), {
           instance: c.req.path,
           headers: { allow },
@@ -134,6 +143,8 @@ export function createApp(): Hono<AppEnv> {
   });
 
   const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
+    // A preflight carries no credentials (Fetch standard, CORS-preflight request).
+    if (c.req.method === "OPTIONS") return next();
     const { apiKeys } = c.get("config");
     const deps = c.env.deps;
     let caller = c.req.header("cf-connecting-ip") ?? "anonymous";
@@ -147,7 +158,7 @@ export function createApp(): Hono<AppEnv> {
           extra: { authentication: "x-api-key" },
         });
       }
-      caller = `key:${key.slice(0, 6)}`;
+      caller = `key:${await keyTag(key)}`;
     }
     if (deps.rateLimit && !(await deps.rateLimit(caller))) {
       throw new AppError("rate_limited", { retryAfterS: 60 });
@@ -191,6 +202,11 @@ export function createApp(): Hono<AppEnv> {
   });
 
   app.route("/", docsRoutes());
+
+  // OPTIONS on a known route without an allowed CORS origin: what it allows (RFC 9110 §9.3.7).
+  for (const path of ["/v1/vehicles", "/v1/vehicles/:vin", "/health", "/openapi.json", "/docs"]) {
+    app.options(path, (c) => c.body(null, 204, { allow: "GET, HEAD, OPTIONS" }));
+  }
 
   app.notFound((c) => problemResponse(new AppError("not_found"), { instance: c.req.path }));
 

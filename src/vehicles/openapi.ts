@@ -253,6 +253,20 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
       },
     },
   };
+  // Every route answers OPTIONS: a CORS preflight for configured origins, else its Allow list.
+  for (const [path, item] of Object.entries(doc.paths) as [string, Record<string, unknown>][]) {
+    item.options = {
+      operationId: `options${path.replace(/[^A-Za-z]+(.)?/g, (_m, ch: string | undefined) => (ch ?? "").toUpperCase())}`,
+      summary: "Allowed methods; CORS preflight for configured origins",
+      tags: ["meta"],
+      responses: {
+        "204": {
+          description: "No content. `Allow` lists the methods; CORS headers only for a configured origin.",
+          headers: { Allow: { schema: { type: "string" }, example: "GET, HEAD, OPTIONS" } },
+        },
+      },
+    };
+  }
   memo.set(memoKey, doc);
   return doc;
 }

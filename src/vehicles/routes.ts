@@ -62,7 +62,12 @@ function respond(c: Context<AppEnv>, s: Served, etag: string, body: () => string
     age: String(s.ageS),
     etag,
     "cache-control": cacheControl(config, s),
-    vary: config.apiKeys ? "accept-encoding, origin, x-api-key" : "accept-encoding, origin",
+    // With CORS on, answers differ by Origin (CORS headers only for configured ones).
+    vary: [
+      "accept-encoding",
+      ...(config.corsOrigins.length ? ["origin"] : []),
+      ...(config.apiKeys ? ["x-api-key"] : []),
+    ].join(", "),
   });
   if (matches(c.req.header("if-none-match"), etag)) {
     c.env.deps.memory.counters.notModified++;

@@ -99,7 +99,10 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   }
   let candidate: { entry: MemoryEntry; tier: Tier } | undefined =
     mem && age(mem.envelope) < servableMs ? { entry: mem, tier: "memory" } : undefined;
-  const memStatus = mem ? "gateway-memory; fwd=stale" : "gateway-memory; fwd=miss";
+  // RFC 9211 §2.2: `fwd=bypass` when a tier was configured not to answer (benchmarks only).
+  const memStatus = t.bypass?.memory
+    ? "gateway-memory; fwd=bypass"
+    : `${mem ? "gateway-memory; fwd=stale" : "gateway-memory; fwd=miss"}; stored`;
 
   // L2: this data centre's Cache API (another isolate may have filled it with a fresher copy).
   const cache = t.bypass?.cache ? undefined : deps.cache;
@@ -118,7 +121,7 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
       const entry = { snapshot, envelope: env };
       if (!t.bypass?.memory) remember(deps, entry);
       if (age(env) < ttlMs) {
-        return served(entry, "cache", false, `gateway-cache; hit; ttl=${ttl(env)}, ${memStatus}; stored`);
+        return served(entry, "cache", false, `gateway-cache; hit; ttl=${ttl(env)}, ${memStatus}`);
       }
       candidate = { entry, tier: "cache" };
     }
@@ -153,8 +156,8 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
       ? `gateway-object; hit; ttl=${ttl(r.entry.envelope)}${r.error ? "; detail=stale-if-error" : ""}`
       : "gateway-object; fwd=miss; stored",
   ];
-  if (cache) status.push("gateway-cache; fwd=miss; stored");
-  status.push(`${memStatus}; stored`);
+  status.push(cache ? "gateway-cache; fwd=miss; stored" : "gateway-cache; fwd=bypass");
+  status.push(memStatus);
   const out = served(r.entry, "gateway", r.stale, status.join(", "));
   out.gatewayMs = gatewayMs;
   if (r.error) out.error = r.error;
