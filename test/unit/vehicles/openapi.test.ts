@@ -46,7 +46,7 @@ describe("buildOpenApiDocument", () => {
       "/v1/vehicles/{vin}",
     ]);
     expect(Object.keys(doc.paths["/v1/vehicles"]).sort()).toEqual(["get", "head", "options"]);
-    for (const item of Object.values(doc.paths)) expect(item.options.responses["204"]).toBeDefined();
+    for (const item of Object.values(doc.paths) as Json[]) expect(item.options.responses["204"]).toBeDefined();
     expect(doc.paths["/v1/vehicles/{vin}"].get).toBeDefined();
     for (const p of ["/health", "/openapi.json", "/docs"]) expect(doc.paths[p].get.responses["200"]).toBeDefined();
   });
