@@ -77,7 +77,11 @@ function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
 describe("API keys (API_KEYS)", () => {
   it("refuses a missing or wrong key with 401 problem+json before any gateway call", async () => {
     const { get, calls } = setup({ API_KEYS: `${KEY},another-key-0123456789` });
-    for (const headers of [{} as Record<string, string>, { "x-api-key": "wrong-key-0123456789" }, { "x-api-key": `${KEY}x` }]) {
+    for (const headers of [
+      {} as Record<string, string>,
+      { "x-api-key": "wrong-key-0123456789" },
+      { "x-api-key": `${KEY}x` },
+    ]) {
       const res = await get("/v1/vehicles", headers);
       expect(res.status).toBe(401);
       expect(res.headers.get("content-type")).toBe("application/problem+json");
