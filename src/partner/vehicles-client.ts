@@ -134,7 +134,12 @@ export async function fetchPartnerVehicles(deps: PartnerClientDeps): Promise<Par
         } catch (err) {
           throw new TokenFailure(err);
         }
+        const rejected = token.id;
         token = await getToken();
+        // The storm guard may have refused a new token: replaying the one just rejected is pointless.
+        if (token.id === rejected) {
+          throw new AppError("partner_unauthorized", { detail: "the partner API rejected the access token" });
+        }
         continue;
       }
       if (verdict.kind === "retry" && !retried) {

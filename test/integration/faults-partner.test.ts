@@ -58,14 +58,14 @@ describe("partner 401", () => {
     const [first, replay] = bearersSent();
     expect(replay).not.toBe(first);
 
-    // Right after: the storm guard allows no second forced refresh within 10 s, so no token request;
-    // still at most one replay, never a loop.
+    // Right after: the storm guard allows no second forced refresh within 10 s, so no token request,
+    // and no pointless replay with the token just rejected: one partner call.
     expectProblem(await scan.fetch("/v1/vehicles"), {
       status: 502,
       code: "partner_unauthorized",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 4 });
+    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 3 });
   });
 });
 

@@ -202,6 +202,20 @@ describe("fetchPartnerVehicles", () => {
     expectNoTokenIn(err, lines);
   });
 
+  it("401 when the broker refuses a new token (storm guard): no replay with the rejected token", async () => {
+    const f = fakeFetch(status(401));
+    const { deps, tokens, lines } = setup(f);
+    tokens.invalidate = async (id) => {
+      tokens.invalidated.push(id); // refused: the same token stays current
+    };
+    const err = await failure(fetchPartnerVehicles(deps));
+    expect(err.code).toBe("partner_unauthorized");
+    expect(f.requests).toHaveLength(1);
+    expect(tokens.invalidated).toEqual(["tok-1"]);
+    expect(tokens.getTokenCalls).toBe(2);
+    expectNoTokenIn(err, lines);
+  });
+
   it("403: partner_unauthorized without a replay or an invalidation", async () => {
     const f = fakeFetch(status(403));
     const { deps, tokens } = setup(f);
