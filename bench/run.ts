@@ -46,8 +46,8 @@ if (PIN && process.env.BENCH_PINNED !== "1") {
 
 /** Durations in seconds. Full: about 3 minutes on the machine BENCHMARKS.md names. */
 const T = QUICK
-  ? { warm: 0.5, run: 1, rounds: 1, latency: 1, sustained: 8, connections: 8, rate: 500 }
-  : { warm: 1, run: 3, rounds: 3, latency: 4, sustained: 30, connections: 8, rate: 500 };
+  ? { warm: 0.3, run: 1, rounds: 1, latency: 1, sustained: 8, connections: 8, rate: 500 }
+  : { warm: 0.5, run: 2.5, rounds: 3, latency: 4, sustained: 24, connections: 8, rate: 500 };
 /** Sustained run: short tokens and a short TTL, so the run spans several of each. */
 const SUSTAINED = { tokenTtlS: 6, vehiclesTtlS: 2, rate: 200 };
 const STAMPEDE = 500;
@@ -138,6 +138,8 @@ interface Case {
   headers?: Record<string, string>;
   /** What the first member of Cache-Status must say on a warm request (checks the bypass works). */
   expect?: RegExp;
+  /** Only for the CPU profile: closed loop, no latency run. */
+  profile?: boolean;
 }
 
 interface CaseResult {
@@ -160,8 +162,8 @@ interface CaseResult {
   /** Partner traffic per client request during the closed-loop rounds. */
   tokenPerRequest: number;
   partnerPerRequest: number;
-  /** Fixed-rate run. */
-  latency: { rate: number; p50: number; p90: number; p99: number; max: number; requests: number };
+  /** Fixed-rate run (none for profile cases). */
+  latency: { rate: number; p50: number; p90: number; p99: number; max: number; requests: number } | undefined;
   errors: number;
 }
 
@@ -216,13 +218,9 @@ async function runCases(w: Workerd, sb: Sandbox, cases: Case[]): Promise<CaseRes
     const rpsRounds = s.rounds.map((r) => r.rps);
     const rps = median(rpsRounds);
     const rate = Math.min(commonRate, half(rps));
-    const lat = await load({
-      url: c.url,
-      headers: c.headers ?? {},
-      connections: 16,
-      durationS: T.latency,
-      rate,
-    });
+    const lat = c.profile
+      ? undefined
+      : await load({ url: c.url, headers: c.headers ?? {}, connections: 16, durationS: T.latency, rate });
     const requests = s.rounds.reduce((a, r) => a + r.requests, 0);
     const tally = tallies.get(c.id)!;
     const res = await fetch(c.url, { headers: c.headers ?? {} });
@@ -241,9 +239,10 @@ async function runCases(w: Workerd, sb: Sandbox, cases: Case[]): Promise<CaseRes
       partnerCpuUs: median(s.partnerCpu.map((cpu, i) => (cpu / Math.max(1, s.rounds[i]!.requests)) * 1e6)),
       tokenPerRequest: tally.token / Math.max(1, requests),
       partnerPerRequest: tally.partner / Math.max(1, requests),
-      latency: { rate, p50: lat.p50, p90: lat.p90, p99: lat.p99, max: lat.max, requests: lat.requests },
+      latency: lat && { rate, p50: lat.p50, p90: lat.p90, p99: lat.p99, max: lat.max, requests: lat.requests },
       errors:
-        s.rounds.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0) + lat.non2xx + lat.errors + lat.timeouts,
+        s.rounds.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0) +
+        (lat ? lat.non2xx + lat.errors + lat.timeouts : 0),
     });
   }
   const base = results.find((r) => r.id === "baseline");
@@ -459,47 +458,54 @@ async function main(): Promise<void> {
       },
     });
     const g = w.urls.gateway;
-    // The baseline serves exactly the bytes the gateway serves for the full fleet.
+    const b = w.urls.baseline!;
+    // The baseline serves exactly the bytes the gateway serves: the full fleet, and one vehicle.
     const fullBody = await (await fetch(`${g}/v1/vehicles`)).text();
-    await fetch(w.urls.baseline!, { method: "PUT", body: fullBody });
-    const baselineBody = await (await fetch(w.urls.baseline!)).text();
-    if (baselineBody !== fullBody) throw new Error("baseline body differs from the gateway's");
     const vin = (JSON.parse(fullBody) as { vehicles: { vin: string }[] }).vehicles[0]!.vin;
+    const vinBody = await (await fetch(`${g}/v1/vehicles/${vin}`)).text();
+    await fetch(`${b}/full`, { method: "PUT", body: fullBody });
+    await fetch(`${b}/vin`, { method: "PUT", body: vinBody });
+    for (const [path, body] of [
+      ["/full", fullBody],
+      ["/full/constant", fullBody],
+      ["/vin", vinBody],
+      ["/full/cache", fullBody],
+    ] as const) {
+      const got = await (await fetch(`${b}${path}`)).text();
+      if (got !== body) throw new Error(`baseline ${path} differs from the gateway's answer`);
+    }
 
+    const memory = /^gateway-memory; hit/;
+    const cache = { headers: { "x-gateway-bypass": "memory" }, expect: /^gateway-cache; hit/ };
+    const object = { headers: { "x-gateway-bypass": "memory,cache" }, expect: /^gateway-object/ };
     const cases: Case[] = [
-      { id: "baseline", label: "baseline: bare Worker, same bytes", url: w.urls.baseline! },
-      { id: "memory-full", label: "memory: full fleet", url: `${g}/v1/vehicles`, expect: /^gateway-memory; hit/ },
+      { id: "baseline", label: "baseline: bare Worker, same bytes", url: `${b}/full` },
       {
-        id: "memory-bbox",
-        label: "memory: bbox",
-        url: `${g}/v1/vehicles?bbox=${BBOX}`,
-        expect: /^gateway-memory; hit/,
+        id: "baseline-constant",
+        label: "  bare Worker, one long-lived string",
+        url: `${b}/full/constant`,
+        profile: true,
       },
+      { id: "baseline-vin", label: "  bare Worker, one vehicle's bytes", url: `${b}/vin`, profile: true },
       {
-        id: "memory-near",
-        label: "memory: near, 1.5 km",
-        url: `${g}/v1/vehicles?${NEAR}`,
-        expect: /^gateway-memory; hit/,
+        id: "baseline-cache",
+        label: "  bare Worker, Cache API hit, same bytes",
+        url: `${b}/full/cache`,
+        profile: true,
       },
+      { id: "memory-full", label: "memory: full fleet", url: `${g}/v1/vehicles`, expect: memory },
+      { id: "memory-bbox", label: "memory: bbox", url: `${g}/v1/vehicles?bbox=${BBOX}`, expect: memory },
+      { id: "memory-near", label: "memory: near, 1.5 km", url: `${g}/v1/vehicles?${NEAR}`, expect: memory },
+      { id: "memory-vin", label: "memory: /v1/vehicles/{vin}", url: `${g}/v1/vehicles/${vin}`, expect: memory },
+      { id: "cache-full", label: "Cache API: full fleet", url: `${g}/v1/vehicles`, ...cache },
+      { id: "cache-vin", label: "  Cache API: one vehicle", url: `${g}/v1/vehicles/${vin}`, ...cache, profile: true },
+      { id: "object-full", label: "Durable Object: full fleet", url: `${g}/v1/vehicles`, ...object },
       {
-        id: "memory-vin",
-        label: "memory: /v1/vehicles/{vin}",
+        id: "object-vin",
+        label: "  Durable Object: one vehicle",
         url: `${g}/v1/vehicles/${vin}`,
-        expect: /^gateway-memory; hit/,
-      },
-      {
-        id: "cache-full",
-        label: "Cache API: full fleet",
-        url: `${g}/v1/vehicles`,
-        headers: { "x-gateway-bypass": "memory" },
-        expect: /^gateway-cache; hit/,
-      },
-      {
-        id: "object-full",
-        label: "Durable Object: full fleet",
-        url: `${g}/v1/vehicles`,
-        headers: { "x-gateway-bypass": "memory,cache" },
-        expect: /^gateway-object/,
+        ...object,
+        profile: true,
       },
       { id: "naive", label: "naive proxy (token+partner each)", url: w.urls.naive! },
     ];
@@ -534,9 +540,9 @@ async function main(): Promise<void> {
       r.label,
       f0(r.rps),
       f2(r.ratio),
-      ms(r.latency.p50),
-      ms(r.latency.p99),
-      f0(r.latency.rate),
+      r.latency ? ms(r.latency.p50) : "",
+      r.latency ? ms(r.latency.p99) : "",
+      r.latency ? f0(r.latency.rate) : "",
       f0(r.serverCpuUs),
       f0(1e6 / r.serverCpuUs),
       r.tokenPerRequest + r.partnerPerRequest > 0
@@ -575,6 +581,41 @@ async function main(): Promise<void> {
     ]);
     const cpuTable = table(["in-process CPU (Node, V8)", "median µs", "batch range µs", "what"], cpuRows);
 
+    // Where workerd's CPU goes, by difference between cases that differ in one step.
+    const cpuOf = (id: string) => byId(id).serverCpuUs;
+    const nodeUs = (name: string) => cpuFigures.find((c) => c.name === name)?.medianUs ?? Number.NaN;
+    const profileRows: [string, number, string][] = [
+      ["bare Worker, one vehicle (the runtime's floor per request)", cpuOf("baseline-vin"), "baseline-vin"],
+      [
+        "gateway's own work for a small answer",
+        cpuOf("memory-vin") - cpuOf("baseline-vin"),
+        "memory-vin − baseline-vin",
+      ],
+      [
+        "sending the full fleet (816 KB) from a bare Worker",
+        cpuOf("baseline") - cpuOf("baseline-vin"),
+        "baseline − baseline-vin",
+      ],
+      ["gateway's extra for the full fleet", cpuOf("memory-full") - cpuOf("baseline"), "memory-full − baseline"],
+      [
+        "same bytes, one long-lived string instead of a new one",
+        cpuOf("baseline-constant") - cpuOf("baseline"),
+        "baseline-constant − baseline",
+      ],
+      [
+        "local Cache API hit, bare Worker (the L2 floor here)",
+        cpuOf("baseline-cache") - cpuOf("baseline"),
+        "baseline-cache − baseline",
+      ],
+      ["L2: local Cache API read + buildSnapshot", cpuOf("cache-vin") - cpuOf("memory-vin"), "cache-vin − memory-vin"],
+      ["L3: Durable Object RPC + buildSnapshot", cpuOf("object-vin") - cpuOf("memory-vin"), "object-vin − memory-vin"],
+      ["  of which buildSnapshot (2,000), in Node", nodeUs("buildSnapshot (2,000): an L1 miss"), "bench/cpu.ts"],
+    ];
+    const profileTable = table(
+      ["where workerd's CPU goes (per request)", "µs", "from"],
+      profileRows.map(([what, us, from]) => [what, f0(us), from]),
+    );
+
     const bbox20k = cpuFigures.find((c) => c.name === "bbox query (20,000)");
     const wranglerGzipKiB = Number(/gzip:\s*([\d.]+)\s*KiB/.exec(bundle.wranglerLine)?.[1] ?? Number.NaN);
     const tokenMax = 1 + Math.ceil(su.durationS / (0.7 * su.tokenTtlS));
@@ -588,7 +629,7 @@ async function main(): Promise<void> {
       {
         name: "Cache API tier (full fleet) vs baseline, locally",
         goal: ">= 0.5 x throughput",
-        value: `${f2(byId("cache-full").ratio)} x`,
+        value: `${f2(byId("cache-full").ratio)} x (a bare Worker's Cache API hit: ${f2(byId("baseline-cache").ratio)} x)`,
         pass: byId("cache-full").ratio >= 0.5,
       },
       {
@@ -638,6 +679,7 @@ async function main(): Promise<void> {
       "req/s: closed loop, median of rounds; p50/p99: at the fixed rate shown; workerd CPU: the whole process\n" +
         "(HTTP, runtime, handler, Cache API, Durable Object) / requests, median of rounds; ceiling: 1 s / that.\n",
     );
+    console.log(`${profileTable.text}\n`);
     console.log(`${cpuTable.text}\n`);
     console.log(`${targetTable.text}\n`);
     console.log(
@@ -659,12 +701,13 @@ async function main(): Promise<void> {
       stampede: st,
       sustained: su,
       cpu: cpuFigures,
+      profile: profileRows.map(([what, us, from]) => ({ what, us, from })),
       targets,
     };
     writeFileSync(join(resultsDir, "latest.json"), `${JSON.stringify(json, null, 2)}\n`);
     writeFileSync(
       join(resultsDir, "latest.md"),
-      `${main.md}\n\n${cpuTable.md}\n\n${targetTable.md}\n\nLoad average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end.\n`,
+      `${main.md}\n\n${profileTable.md}\n\n${cpuTable.md}\n\n${targetTable.md}\n\nLoad average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end.\n`,
     );
     console.log("wrote bench/results/latest.json and latest.md");
   } finally {

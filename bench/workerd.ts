@@ -29,17 +29,20 @@ export interface Bundle {
   compatibilityDate: string;
 }
 
-/** `wrangler deploy --dry-run --outdir` (wrangler.toml has minify on): the bytes that would be uploaded. */
-export async function buildGateway(outdir: string): Promise<Bundle> {
+/**
+ * `wrangler deploy --dry-run --outdir` (wrangler.toml has minify on): the bytes that would be
+ * uploaded. `projectDir`: another checkout of the project (A/B comparisons of a change).
+ */
+export async function buildGateway(outdir: string, projectDir = ROOT): Promise<Bundle> {
   const { stdout, stderr } = await run(
     join(ROOT, "node_modules/.bin/wrangler"),
     ["deploy", "--dry-run", "--outdir", outdir],
-    { cwd: ROOT, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" }, maxBuffer: 16 << 20 },
+    { cwd: projectDir, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" }, maxBuffer: 16 << 20 },
   );
   const scriptPath = join(outdir, "worker.js");
   const code = readFileSync(scriptPath);
   const wranglerLine = `${stdout}\n${stderr}`.split("\n").find((l) => l.includes("Total Upload")) ?? "";
-  const toml = readFileSync(join(ROOT, "wrangler.toml"), "utf8");
+  const toml = readFileSync(join(projectDir, "wrangler.toml"), "utf8");
   const wanted = /^compatibility_date\s*=\s*"([^"]+)"/m.exec(toml)?.[1] ?? supportedCompatibilityDate;
   // The local workerd may be older than the date in wrangler.toml: run with the newest it knows.
   const compatibilityDate = [wanted, supportedCompatibilityDate].sort()[0] as string;
@@ -123,6 +126,7 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
         name: "baseline",
         ...benchWorker("baseline-worker.ts"),
         compatibilityDate: opts.bundle.compatibilityDate,
+        cache: true,
         unsafeDirectSockets: direct,
       },
       {
