@@ -208,10 +208,12 @@ async function runCases(w: Workerd, sb: Sandbox, cases: Case[]): Promise<CaseRes
   }
 
   // Latency at one fixed rate for the baseline and every case that can take it (half the
-  // baseline's throughput, at most T.rate), else at half the case's own throughput.
+  // throughput of the slower of the baseline and the full fleet from memory, at most T.rate),
+  // else at half the case's own throughput.
   const half = (rps: number) => Math.max(2, Math.floor((rps * 0.5) / 10) * 10 || Math.floor(rps * 0.5));
-  const baselineRps = median(state.get("baseline")?.rounds.map((r) => r.rps) ?? []);
-  const commonRate = Math.min(T.rate, Number.isFinite(baselineRps) ? half(baselineRps) : T.rate);
+  const rpsOf = (id: string) => median(state.get(id)?.rounds.map((r) => r.rps) ?? []);
+  const slowest = Math.min(rpsOf("baseline"), rpsOf("memory-full"));
+  const commonRate = Math.min(T.rate, Number.isFinite(slowest) ? half(slowest) : T.rate);
   const results: CaseResult[] = [];
   for (const c of cases) {
     const s = state.get(c.id)!;
@@ -546,7 +548,7 @@ async function main(): Promise<void> {
       f0(r.serverCpuUs),
       f0(1e6 / r.serverCpuUs),
       r.tokenPerRequest + r.partnerPerRequest > 0
-        ? `${f2(r.tokenPerRequest)} tok + ${f2(r.partnerPerRequest)} api`
+        ? `${f2(r.tokenPerRequest)} tok + ${f2(r.partnerPerRequest)} api, partner CPU ${f0(r.partnerCpuUs)} µs`
         : "0",
     ]);
     rows.push([
