@@ -224,7 +224,9 @@ describe("vehicles endpoint: stale serving", () => {
     const first = await json<VehicleListBody>("/v1/vehicles?limit=2", bypass);
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
-    expect(first.headers.get("cache-status")).toMatch(/^gateway-object; hit; ttl=-\d+, gateway-memory; fwd=/);
+    expect(first.headers.get("cache-status")).toMatch(
+      /^gateway-object; hit; ttl=-\d+, gateway-cache; fwd=bypass, gateway-memory; fwd=bypass$/,
+    );
     expectTtl(first, -20);
     await settledPartnerRequests(3);
     // The object now knows its refresh failed, and says so.
