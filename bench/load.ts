@@ -50,6 +50,8 @@ export interface LoadResult {
   statusCodes: Record<string, number>;
   /** CPU seconds this load generator used (is the client the bottleneck?). */
   clientCpuS: number;
+  /** The first few failures: when (ms after the start), what, and for a timeout when it was sent. */
+  failures: { atMs: number; kind: "error" | "timeout" | "status"; status?: number; sentAtMs?: number }[];
 }
 
 const CRLFCRLF = Buffer.from("\r\n\r\n");
@@ -247,16 +249,25 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   let t0 = 0;
   const now = () => performance.now();
 
+  const failures: LoadResult["failures"] = [];
+  const failed = (f: LoadResult["failures"][number]) => {
+    if (failures.length < 20) failures.push(f);
+  };
+
   const onDone = (c: Conn, status: number | undefined, bodyBytes: number): void => {
     if (status === undefined) {
       errors++;
+      failed({ atMs: now() - t0, kind: "error", sentAtMs: c.startedAt - t0 });
       // Replace a broken connection (bounded: at most one reconnect per failure).
       void replace(c);
     } else {
       latencies.push(now() - c.startedAt);
       statusCodes[status] = (statusCodes[status] ?? 0) + 1;
       if (status >= 200 && status < 300) ok++;
-      else non2xx++;
+      else {
+        non2xx++;
+        failed({ atMs: now() - t0, kind: "status", status, sentAtMs: c.startedAt - t0 });
+      }
       bytes += bodyBytes;
       idle.push(c);
     }
@@ -271,6 +282,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       await fresh.open();
     } catch {
       errors++;
+      failed({ atMs: now() - t0, kind: "error" });
       return;
     }
     if (i >= 0) conns[i] = fresh;
@@ -314,6 +326,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     for (const c of conns) {
       if (c.busy && t - c.startedAt > timeoutMs) {
         timeouts++;
+        failed({ atMs: t - t0, kind: "timeout", sentAtMs: c.startedAt - t0 });
         c.close();
         void replace(c);
       }
@@ -359,6 +372,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     bytes,
     statusCodes,
     clientCpuS: (cpu.user + cpu.system) / 1e6,
+    failures,
   };
 }
 

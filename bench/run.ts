@@ -34,7 +34,7 @@ const QUICK = process.argv.includes("--quick");
 const NCPU = cpus().length;
 const HAS_TASKSET = process.platform === "linux" && spawnSync("taskset", ["-V"]).status === 0;
 const PIN = HAS_TASKSET && NCPU >= 2;
-if (PIN && process.env.BENCH_PINNED !== "1") {
+if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
   // (Node's stripTypeScriptTypes, used for the two bench Workers, warns that it is experimental.)
   const node = [process.execPath, "--disable-warning=ExperimentalWarning", fileURLToPath(import.meta.url)];
   const r = spawnSync("taskset", ["-c", "0", ...node, ...process.argv.slice(2)], {
@@ -162,6 +162,10 @@ interface CaseResult {
   /** Partner traffic per client request during the closed-loop rounds. */
   tokenPerRequest: number;
   partnerPerRequest: number;
+  /** Partner traffic during the closed-loop rounds, and the requests those rounds answered. */
+  tokenRequests: number;
+  partnerRequests: number;
+  requests: number;
   /** Fixed-rate run (none for profile cases). */
   latency: { rate: number; p50: number; p90: number; p99: number; max: number; requests: number } | undefined;
   errors: number;
@@ -241,6 +245,9 @@ async function runCases(w: Workerd, sb: Sandbox, cases: Case[]): Promise<CaseRes
       partnerCpuUs: median(s.partnerCpu.map((cpu, i) => (cpu / Math.max(1, s.rounds[i]!.requests)) * 1e6)),
       tokenPerRequest: tally.token / Math.max(1, requests),
       partnerPerRequest: tally.partner / Math.max(1, requests),
+      tokenRequests: tally.token,
+      partnerRequests: tally.partner,
+      requests,
       latency: lat && { rate, p50: lat.p50, p90: lat.p90, p99: lat.p99, max: lat.max, requests: lat.requests },
       errors:
         s.rounds.reduce((a, r) => a + r.non2xx + r.errors + r.timeouts, 0) +
@@ -278,9 +285,11 @@ interface Stampede {
   tokenRequests: number;
   partnerRequests: number;
   serverCpuS: number;
+  failures: LoadResult["failures"];
+  notices: string[];
 }
 
-async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
+export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
   const w = await startWorkerd({ bundle, gatewayBindings: gatewayBindings(sb) });
   try {
     sb.resetCounters();
@@ -298,6 +307,8 @@ async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
       tokenRequests: c.token.total,
       partnerRequests: c.vehicles.total,
       serverCpuS: w.cpuSeconds() - cpu0,
+      failures: r.failures,
+      notices: w.notices().map((n) => n.line),
     };
   } finally {
     await w.dispose();
@@ -324,9 +335,12 @@ interface Sustained {
   partnerPerTtl: number;
   partnerIntervalMedianS: number;
   partner401: number;
+  /** The first failures seen by the load generator, and the gateway's warnings and errors. */
+  failures: LoadResult["failures"];
+  notices: string[];
 }
 
-async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained> {
+export async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained> {
   sb.setTokenTtl(SUSTAINED.tokenTtlS);
   const w = await startWorkerd({
     bundle,
@@ -356,7 +370,8 @@ async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained> {
     clearInterval(poll);
     const c = sb.counters();
     const intervals = (at: number[]) => at.slice(1).map((t, i) => t - (at[i] as number));
-    const D = r.durationS;
+    // The run's scheduled length (the load generator may wait for stragglers after it).
+    const D = T.sustained;
     const tokenLifetimes = D / SUSTAINED.tokenTtlS;
     const ttls = D / SUSTAINED.vehiclesTtlS;
     return {
@@ -378,6 +393,8 @@ async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained> {
       partnerPerTtl: c.vehicles.total / ttls,
       partnerIntervalMedianS: median(intervals(partnerAt)),
       partner401: c.vehicles.byStatus["401"] ?? 0,
+      failures: r.failures,
+      notices: w.notices().map((n) => `+${((n.atMs - t0) / 1000).toFixed(2)} s ${n.line}`),
     };
   } finally {
     clearInterval(poll);
@@ -536,7 +553,7 @@ async function main(): Promise<void> {
       "at req/s",
       "workerd CPU µs/req",
       "1-core ceiling req/s",
-      "partner calls/req",
+      "partner calls / client requests",
     ];
     const rows = results.map((r) => [
       r.label,
@@ -547,9 +564,7 @@ async function main(): Promise<void> {
       r.latency ? f0(r.latency.rate) : "",
       f0(r.serverCpuUs),
       f0(1e6 / r.serverCpuUs),
-      r.tokenPerRequest + r.partnerPerRequest > 0
-        ? `${f2(r.tokenPerRequest)} tok + ${f2(r.partnerPerRequest)} api, partner CPU ${f0(r.partnerCpuUs)} µs`
-        : "0",
+      `${r.tokenRequests} tok + ${r.partnerRequests} api / ${r.requests} req`,
     ]);
     rows.push([
       `stampede: ${STAMPEDE} at once, cold`,
@@ -560,7 +575,7 @@ async function main(): Promise<void> {
       "",
       f0((st.serverCpuS / Math.max(1, st.requests)) * 1e6),
       "",
-      `${st.tokenRequests} tok + ${st.partnerRequests} api in all`,
+      `${st.tokenRequests} tok + ${st.partnerRequests} api / ${st.requests} req`,
     ]);
     rows.push([
       `sustained: ${su.rate}/s, ${f0(su.durationS)} s`,
@@ -571,7 +586,7 @@ async function main(): Promise<void> {
       f0(su.rate),
       "",
       "",
-      `${su.tokenRequests} tok + ${su.partnerRequests} api in all`,
+      `${su.tokenRequests} tok + ${su.partnerRequests} api / ${su.requests} req`,
     ]);
     const main = table(head, rows);
 
@@ -689,6 +704,14 @@ async function main(): Promise<void> {
         `median client (load generator) busy ${f2(median(results.map((r) => r.clientBusy)))} core`,
     );
 
+    for (const [name, run] of [
+      ["stampede", st],
+      ["sustained", su],
+    ] as const) {
+      for (const f of run.failures) console.log(`${name}: failure ${JSON.stringify(f)}`);
+      for (const n of run.notices.slice(0, 10)) console.log(`${name}: gateway said ${n}`);
+    }
+
     const resultsDir = join(ROOT, "bench/results");
     mkdirSync(resultsDir, { recursive: true });
     const json = {
@@ -719,4 +742,4 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (import.meta.main) await main();

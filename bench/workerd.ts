@@ -75,6 +75,8 @@ export interface Workerd {
   urls: { gateway: string; baseline?: string; naive?: string };
   /** CPU seconds (user + system, every thread) workerd has used so far. */
   cpuSeconds(): number;
+  /** Log lines workerd printed that are not `"level":"info"` (warnings, errors, anything else), with when (ms). */
+  notices(): { atMs: number; line: string }[];
   dispose(): Promise<void>;
 }
 
@@ -139,15 +141,26 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
     );
   }
   const before = childrenNamed("workerd");
+  const notices: { atMs: number; line: string }[] = [];
   const mf = new Miniflare({
     host: "127.0.0.1",
     port: 0,
     workers,
     logRequests: false,
-    // The gateway logs one JSON line per request (its real cost in workerd is kept); drop them here.
+    // The gateway logs one JSON line per request (its real cost in workerd is kept): info lines
+    // are dropped here, anything else is kept (bounded) to say what went wrong in a run.
     handleRuntimeStdio(stdout: Readable, stderr: Readable) {
-      stdout.resume();
-      stderr.resume();
+      for (const stream of [stdout, stderr]) {
+        let rest = "";
+        stream.on("data", (d: Buffer) => {
+          const lines = (rest + d.toString()).split("\n");
+          rest = lines.pop() ?? "";
+          for (const line of lines) {
+            if (line.trim() === "" || line.includes('"level":"info"')) continue;
+            if (notices.length < 200) notices.push({ atMs: performance.now(), line: line.slice(0, 500) });
+          }
+        });
+      }
     },
   });
   await mf.ready;
@@ -159,5 +172,12 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
     urls.baseline = (await mf.unsafeGetDirectURL("baseline")).href.replace(/\/$/, "");
     urls.naive = (await mf.unsafeGetDirectURL("naive")).href.replace(/\/$/, "");
   }
-  return { mf, pid, urls, cpuSeconds: () => processCpuSeconds(pid), dispose: () => mf.dispose() };
+  return {
+    mf,
+    pid,
+    urls,
+    cpuSeconds: () => processCpuSeconds(pid),
+    notices: () => [...notices],
+    dispose: () => mf.dispose(),
+  };
 }
