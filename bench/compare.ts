@@ -46,10 +46,10 @@ if (!other) {
   process.exit(2);
 }
 const paths = (process.argv[3] ?? "/v1/vehicles,/v1/vehicles/VIN").split(",");
-const dirs: string[] = [];
+const dirs = [mkdtempSync(join(tmpdir(), "bench-a-")), mkdtempSync(join(tmpdir(), "bench-b-"))] as const;
 const bundles: Record<"A" | "B", Bundle> = {
-  A: await buildGateway(dirs[dirs.push(mkdtempSync(join(tmpdir(), "bench-a-"))) - 1]!),
-  B: await buildGateway(dirs[dirs.push(mkdtempSync(join(tmpdir(), "bench-b-"))) - 1]!, other),
+  A: await buildGateway(dirs[0]),
+  B: await buildGateway(dirs[1], other),
 };
 const sb = await startSandbox({ port: 0, tickMs: 0 });
 const cpu: Record<string, number[]> = {};
@@ -78,7 +78,7 @@ try {
           const r = await load({ url, connections: 8, durationS: RUN_S });
           const us = ((w.cpuSeconds() - c0) / r.requests) * 1e6;
           const key = `${side} ${label}`;
-          (cpu[key] ??= []).push(us);
+          cpu[key] = [...(cpu[key] ?? []), us];
           console.log(
             `${key.padEnd(40)} ${r.rps.toFixed(0).padStart(6)} req/s ${us.toFixed(0).padStart(6)} µs CPU/req`,
           );
