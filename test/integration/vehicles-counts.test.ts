@@ -5,6 +5,7 @@
  * bypassed. Config: TTL 30 s, stale 120 s.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mulberry32, pick } from "../../sandbox/prng.ts";
 import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import {
   advanceClock,
@@ -15,7 +16,6 @@ import {
   health,
   observe,
   sandboxCounts,
-  seededRandom,
   type VehicleListBody,
   waitFor,
 } from "../support/harness.ts";
@@ -34,8 +34,7 @@ async function inBatches<T>(n: number, width: number, one: (i: number) => Promis
 
 /** `n` different, valid filter strings from a seeded PRNG. */
 function filterStrings(n: number, seed: number): string[] {
-  const rnd = seededRandom(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+  const rnd = mulberry32(seed);
   const out: string[] = [];
   for (let i = 0; i < n; i++) {
     const p = new URLSearchParams();
@@ -47,12 +46,12 @@ function filterStrings(n: number, seed: number): string[] {
     } else if (rnd() < 0.5) {
       p.set("bbox", `${lon},${lat},${(Number(lon) + rnd() * 2).toFixed(4)},${(Number(lat) + rnd()).toFixed(4)}`);
     }
-    if (rnd() < 0.4) p.set("fuelType", pick(["ELECTRIC", "gasoline", "DIESEL,electric", "hydrogen"]));
+    if (rnd() < 0.4) p.set("fuelType", pick(rnd, ["ELECTRIC", "gasoline", "DIESEL,electric", "hydrogen"]));
     // Every string unique whatever the draw (a cache-busting client's trick: a changing value).
     const level = rnd() < 0.3 ? Math.floor(rnd() * 100) : 0;
     p.set("minFuelLevel", `${level}.${String(i).padStart(4, "0")}`);
-    if (rnd() < 0.3) p.set("transmission", pick(["GA", "GM", "manual", "Automatic"]));
-    if (rnd() < 0.3) p.set("seats", pick(["2", "4", "5", "4,5", "2,5"]));
+    if (rnd() < 0.3) p.set("transmission", pick(rnd, ["GA", "GM", "manual", "Automatic"]));
+    if (rnd() < 0.3) p.set("seats", pick(rnd, ["2", "4", "5", "4,5", "2,5"]));
     p.set("limit", String((i % 50) + 1));
     out.push(p.toString());
   }

@@ -5,6 +5,7 @@
  * request and one partner request per test, whatever the queries.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mulberry32, pick } from "../../sandbox/prng.ts";
 import {
   captureLogs,
   coldStart,
@@ -17,7 +18,6 @@ import {
   type ServedVehicle,
   sandbox,
   sandboxCounts,
-  seededRandom,
   type VehicleListBody,
 } from "../support/harness.ts";
 
@@ -252,8 +252,7 @@ describe("vehicles endpoint: filters against brute force", () => {
   });
 
   it("48 random queries from a seeded PRNG", async () => {
-    const rnd = seededRandom(0x5eed_c0de);
-    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+    const rnd = mulberry32(0x5eed_c0de);
     // City centres of the sandbox's fleet, and a point with no car near it.
     const centres: [number, number][] = [
       [52.52, 13.405],
@@ -272,7 +271,7 @@ describe("vehicles endpoint: filters against brute force", () => {
     const round = (x: number, n: number) => Number(x.toFixed(n));
     let nonEmpty = 0;
     for (let i = 0; i < 48; i++) {
-      const [clat, clon] = pick(centres);
+      const [clat, clon] = pick(rnd, centres);
       const lat = round(clat + (rnd() - 0.5) * 0.15, 5);
       const lon = round(clon + (rnd() - 0.5) * 0.2, 5);
       const q: Query = {};
@@ -288,11 +287,11 @@ describe("vehicles endpoint: filters against brute force", () => {
       }
       if (rnd() < 0.35) {
         const all = ["ELECTRIC", "GASOLINE", "DIESEL", "electric", "Gasoline"];
-        q.fuelTypes = Array.from({ length: 1 + Math.floor(rnd() * 2) }, () => pick(all));
+        q.fuelTypes = Array.from({ length: 1 + Math.floor(rnd() * 2) }, () => pick(rnd, all));
       }
       if (rnd() < 0.3) q.minFuelLevel = round(rnd() * 100, 1);
-      if (rnd() < 0.3) q.transmission = pick(["GA", "GM"] as const);
-      if (rnd() < 0.3) q.seats = Array.from({ length: 1 + Math.floor(rnd() * 2) }, () => pick([2, 4, 5]));
+      if (rnd() < 0.3) q.transmission = pick(rnd, ["GA", "GM"] as const);
+      if (rnd() < 0.3) q.seats = Array.from({ length: 1 + Math.floor(rnd() * 2) }, () => pick(rnd, [2, 4, 5]));
       if (rnd() < 0.5) q.limit = 1 + Math.floor(rnd() * 60);
       const r = await expectQuery(q);
       if (r.count > 0) nonEmpty++;

@@ -397,7 +397,7 @@ export async function partnerCounts(): Promise<PartnerCounts> {
 /** What PartnerCounts reads when the vehicles endpoint refused nothing. */
 export const NO_REJECTIONS = { missing: 0, unknown: 0, expired: 0, revoked: 0 } as const;
 
-// --- Vehicles endpoint: shapes, a seeded PRNG, brute-force helpers ---------------------------
+// --- Vehicles endpoint: shapes, brute-force helpers ----------------------------------------
 
 /** The allow-list of served vehicle fields (DESIGN.md), written out here, not imported from src. */
 export const SERVED_VEHICLE_KEYS = [
@@ -465,18 +465,6 @@ export function redactForComparison(fleet: readonly Record<string, unknown>[]): 
       return rest as ServedVehicle;
     })
     .sort((a, b) => (a.vin < b.vin ? -1 : a.vin > b.vin ? 1 : 0));
-}
-
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Great-circle distance in metres (haversine, mean Earth radius), written independently of src. */

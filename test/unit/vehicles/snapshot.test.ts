@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
+import { mulberry32, pick } from "../../../sandbox/prng.ts";
 import type { SnapshotEnvelope } from "../../../src/deps.ts";
 import { parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
 import {
@@ -11,20 +12,7 @@ import {
 import { buildSnapshot, queryVehicles, serializeVehicle, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
 import { haversineM } from "../../../src/vehicles/spatial-index.ts";
 
-/** Seeded PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
-const pick = <T>(rnd: () => number, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
 
 /** Partner-shaped items: secrets, unknown fields, sloppy case, missing fields, some clustered. */
 function partnerFleet(rnd: () => number, n: number): Record<string, unknown>[] {
@@ -81,7 +69,7 @@ function brute(vehicles: readonly Vehicle[], q: VehicleQuery): { vehicles: Out[]
   return { vehicles: out, total: matches.length };
 }
 
-const rnd = prng(99);
+const rnd = mulberry32(99);
 const { vehicles: fleet } = redactVehicles(partnerFleet(rnd, 5000), 100_000);
 const snapshot = buildSnapshot(envelopeOf(fleet));
 const MAX = 5000;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "../../../sandbox/prng.ts";
 import {
   type BBox,
   DEFAULT_CELL_DEG,
@@ -7,18 +8,6 @@ import {
   type IndexStats,
   SpatialIndex,
 } from "../../../src/vehicles/spatial-index.ts";
-
-/** Seeded PRNG (mulberry32): the same data on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface P {
   latitude: number;
@@ -128,7 +117,7 @@ function randomBBox(rnd: () => number, pts: P[]): BBox {
   return { minLon, minLat, maxLon, maxLat };
 }
 
-const rnd = prng(20240601);
+const rnd = mulberry32(20240601);
 const points = generate(rnd);
 const index = new SpatialIndex(points);
 
@@ -307,7 +296,7 @@ describe("work done by a query stays near the size of its answer", () => {
   });
 
   it("a small box in a dense city examines a small multiple of its answer, not the fleet", () => {
-    const r = prng(7);
+    const r = mulberry32(7);
     const city = Array.from({ length: 20_000 }, () => ({ latitude: 52.3 + r() * 0.4, longitude: 13.0 + r() * 0.8 }));
     const idx = new SpatialIndex(city);
     const stats: IndexStats = { cells: 0, points: 0 };
