@@ -3,19 +3,11 @@
  * and path tricks. Each case asserts its status and problem document and that it cost no token
  * and no partner request (the Worker answers before any tier is touched); afterAll, the leak scan.
  */
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
-import { counts, expectNoInternals, expectProblem, LeakScan } from "../support/leak-scan.ts";
+import { describe, expect, it } from "vitest";
+import { counts, expectNoInternals, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
 
-const scan = new LeakScan();
+const scan = scanSuite({ logLines: false });
 
-beforeEach(() => scan.coldStart());
-
-afterAll(async () => {
-  const looked = await scan.assertClean();
-  expect(looked.responses).toBeGreaterThan(0);
-}, 60_000);
-
-const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 const VIN = "WME4533911K123456";
 const list = (n: number, item: (i: number) => string) => Array.from({ length: n }, (_, i) => item(i)).join(",");
 

@@ -6,7 +6,7 @@
  */
 import { abortAllDurableObjects, createExecutionContext, evictDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { type Config, configFor } from "../../src/config.ts";
 import {
@@ -20,18 +20,10 @@ import {
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectProblem, LeakScan, PLANTED_MARKER } from "../support/leak-scan.ts";
+import { counts, expectProblem, NOTHING, PLANTED_MARKER, scanSuite } from "../support/leak-scan.ts";
 
-const scan = new LeakScan();
+const scan = scanSuite({ logLines: false });
 
-beforeEach(() => scan.coldStart());
-
-afterAll(async () => {
-  const looked = await scan.assertClean();
-  expect(looked.responses).toBeGreaterThan(0);
-}, 60_000);
-
-const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 const BYPASS = { headers: { "x-gateway-bypass": "memory,cache" } };
 
 async function waitUntilCounts(check: (c: Awaited<ReturnType<typeof counts>>) => boolean): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import { createExecutionContext, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
 import { type Config, ConfigError, configFor, parseConfig } from "../../src/config.ts";
 import {
@@ -24,19 +24,19 @@ import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import { gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectNoInternals, expectProblem, LeakScan, PLANTED_MARKER, type Seen } from "../support/leak-scan.ts";
+import {
+  counts,
+  expectNoInternals,
+  expectProblem,
+  LeakScan,
+  NOTHING,
+  PLANTED_MARKER,
+  type Seen,
+  scanSuite,
+} from "../support/leak-scan.ts";
 
-const scan = new LeakScan();
+const scan = scanSuite({ logLines: true });
 
-beforeEach(() => scan.coldStart());
-
-afterAll(async () => {
-  const looked = await scan.assertClean();
-  expect(looked.responses).toBeGreaterThan(0);
-  expect(looked.logLines).toBeGreaterThan(0);
-}, 60_000);
-
-const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 const ALLOWED = new Set<string>(VEHICLE_FIELDS);
 const ORIGIN = "https://app.example.com"; // CORS_ORIGINS of the test configuration
 

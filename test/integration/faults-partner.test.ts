@@ -5,22 +5,12 @@
  * nothing leaked. Timeouts run with the defaults: PARTNER_TIMEOUT_MS 10 s.
  */
 import { env } from "cloudflare:workers";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { VehiclesFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectNoInternals, expectProblem, LeakScan } from "../support/leak-scan.ts";
+import { counts, expectNoInternals, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
 
-const scan = new LeakScan();
-
-beforeEach(() => scan.coldStart());
-
-afterAll(async () => {
-  const looked = await scan.assertClean();
-  expect(looked.responses).toBeGreaterThan(0);
-  expect(looked.logLines).toBeGreaterThan(0);
-}, 60_000);
-
-const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
+const scan = scanSuite({ logLines: true });
 
 /** The Authorization headers the gateway sent to the vehicles URL in this test, in order. */
 function bearersSent(): (string | undefined)[] {

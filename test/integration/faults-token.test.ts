@@ -6,22 +6,12 @@
  */
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { afterAll, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import type { TokenFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectProblem, LeakScan } from "../support/leak-scan.ts";
+import { counts, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
 
-const scan = new LeakScan();
-
-beforeEach(() => scan.coldStart());
-
-afterAll(async () => {
-  const looked = await scan.assertClean();
-  expect(looked.responses).toBeGreaterThan(0);
-  expect(looked.logLines).toBeGreaterThan(0);
-}, 60_000);
-
-const NOTHING = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
+const scan = scanSuite({ logLines: true });
 
 /** The gateway object's token state (never the token), recorded for the scan. */
 async function tokenStatus() {

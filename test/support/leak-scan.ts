@@ -16,7 +16,7 @@
  * anywhere but the vehicles URL.
  */
 import { env } from "cloudflare:workers";
-import { expect, vi } from "vitest";
+import { afterAll, beforeEach, expect, vi } from "vitest";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import { coldStart, get, sandbox } from "./harness.ts";
 
@@ -55,6 +55,9 @@ export async function counts(): Promise<Counts> {
   const c = await sandbox.counters();
   return { token: c.token.total, vehicles: c.vehicles.total, steal: c.steal.total, unexpected: c.unexpected };
 }
+
+/** The counts of a case that reached nobody (spread it and name what did: `{ ...NOTHING, token: 1 }`). */
+export const NOTHING: Readonly<Counts> = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 
 function describe(value: unknown): string {
   if (typeof value === "string") return value;
@@ -254,6 +257,25 @@ export class LeakScan {
       needles: literals.length + pins.size + tokens.length,
     };
   }
+}
+
+/**
+ * The scan of a fault suite: registers a cold start (and `watch()`) before each test of the file,
+ * and `assertClean()` after all of them, which must have looked at some responses (and, with
+ * `logLines`, at some console lines too).
+ */
+export function scanSuite(opts: { logLines: boolean }): LeakScan {
+  const scan = new LeakScan();
+
+  beforeEach(() => scan.coldStart());
+
+  afterAll(async () => {
+    const looked = await scan.assertClean();
+    expect(looked.responses).toBeGreaterThan(0);
+    if (opts.logLines) expect(looked.logLines).toBeGreaterThan(0);
+  }, 60_000);
+
+  return scan;
 }
 
 /** Texts of the sandbox's fault answers and 401s: none may reach a client. */
