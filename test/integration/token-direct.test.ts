@@ -7,22 +7,21 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
-import { type AccessToken, type Clock, consoleLogger, MemoryStore, systemClock } from "../../src/deps.ts";
+import { type AccessToken, type Clock, MemoryStore } from "../../src/deps.ts";
 import { AppError } from "../../src/errors.ts";
 import {
   FORCED_REFRESH_MIN_INTERVAL_MS,
   REJECTED_CACHE_MS,
   type StoredToken,
   TOKEN_STORE_KEY,
-  TokenBroker,
 } from "../../src/oauth/token-broker.ts";
 import {
   coldStart,
-  NO_REJECTIONS,
-  type PartnerCounts,
   partnerCounts,
+  partnerCountsWith,
   recordTraffic,
   type TrafficRecorder,
+  tokenBroker,
 } from "../support/harness.ts";
 
 const VEHICLES_URL = `${env.PARTNER_API_URL}/api/rental/partner/vehicles`;
@@ -50,10 +49,6 @@ const BASIC = {
   PARTNER_CLIENT_AUTH: "client_secret_basic",
 };
 
-function broker(config: Config, store = new MemoryStore(), clock: Clock = systemClock): TokenBroker {
-  return new TokenBroker({ config, fetch: globalThis.fetch, store, clock, log: consoleLogger });
-}
-
 /** A clock the test moves by hand. */
 function manualClock(): Clock & { advance(ms: number): void } {
   let now = Date.now();
@@ -70,20 +65,6 @@ async function useToken(token: AccessToken): Promise<number> {
   const res = await fetch(VEHICLES_URL, { headers: { authorization: `Bearer ${token.value}` } });
   await res.arrayBuffer();
   return res.status;
-}
-
-function counts(over: Partial<PartnerCounts>): PartnerCounts {
-  return {
-    tokenRequests: 0,
-    tokensIssued: 0,
-    tokenRejected: 0,
-    vehiclesRequests: 0,
-    vehiclesServed: 0,
-    vehiclesRejected: NO_REJECTIONS,
-    stolen: 0,
-    unexpected: 0,
-    ...over,
-  };
 }
 
 /** Awaits a promise that must reject with an AppError of this code; returns the error. */
@@ -115,8 +96,8 @@ describe("TokenBroker against the real OAuth server: client authentication", () 
     // The Worker's configured default (client_secret_post), end to end.
     expect((await rec.get("/v1/vehicles?limit=1")).status).toBe(200);
 
-    const post = broker(settings());
-    const basic = broker(settings(BASIC));
+    const post = tokenBroker(settings());
+    const basic = tokenBroker(settings(BASIC));
     expect(post.status().state).toBe("none");
     const [tp, tb] = await Promise.all([post.getToken(), basic.getToken()]);
     expect(tp.value).not.toBe(tb.value);
@@ -133,11 +114,17 @@ describe("TokenBroker against the real OAuth server: client authentication", () 
 
     // Control: the basic client's credentials sent the other way are refused (the sandbox holds
     // each client to its registered method), so the 200 above really was client_secret_basic.
-    const wrongWay = broker(settings({ ...BASIC, PARTNER_CLIENT_AUTH: "client_secret_post" }));
+    const wrongWay = tokenBroker(settings({ ...BASIC, PARTNER_CLIENT_AUTH: "client_secret_post" }));
     rec.see(await rejection(wrongWay.getToken(), "token_client_rejected"));
 
     expect(await partnerCounts()).toEqual(
-      counts({ tokenRequests: 4, tokensIssued: 3, tokenRejected: 1, vehiclesRequests: 3, vehiclesServed: 3 }),
+      partnerCountsWith({
+        tokenRequests: 4,
+        tokensIssued: 3,
+        tokenRejected: 1,
+        vehiclesRequests: 3,
+        vehiclesServed: 3,
+      }),
     );
   });
 });
@@ -145,12 +132,12 @@ describe("TokenBroker against the real OAuth server: client authentication", () 
 describe("TokenBroker against the real OAuth server: settings retire the stored token", () => {
   it("the same settings on a shared store reuse the stored token: no token request", async () => {
     const store = new MemoryStore();
-    const t1 = await broker(settings(), store).getToken();
-    const t2 = await broker(settings(), store).getToken(); // a reset: new memory, same storage
+    const t1 = await tokenBroker(settings(), store).getToken();
+    const t2 = await tokenBroker(settings(), store).getToken(); // a reset: new memory, same storage
     expect(t2.value).toBe(t1.value);
     expect(await useToken(t2)).toBe(200);
     expect(await partnerCounts()).toEqual(
-      counts({ tokenRequests: 1, tokensIssued: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
+      partnerCountsWith({ tokenRequests: 1, tokensIssued: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
     );
   });
 
@@ -162,25 +149,25 @@ describe("TokenBroker against the real OAuth server: settings retire the stored 
     "changing the %s retires the stored token: one new token request, never reuse",
     async (_what, change) => {
       const store = new MemoryStore();
-      const t1 = await broker(settings(), store).getToken();
-      const t2 = await broker(settings(change), store).getToken();
+      const t1 = await tokenBroker(settings(), store).getToken();
+      const t2 = await tokenBroker(settings(change), store).getToken();
       expect(t2.value).not.toBe(t1.value);
       expect((await store.get<StoredToken>(TOKEN_STORE_KEY))?.value).toBe(t2.value);
       expect(await useToken(t2)).toBe(200);
       // And back: the first settings do not take the other settings' token either.
-      const t3 = await broker(settings(), store).getToken();
+      const t3 = await tokenBroker(settings(), store).getToken();
       expect(t3.value).not.toBe(t2.value);
       expect(t3.value).not.toBe(t1.value);
       expect(await partnerCounts()).toEqual(
-        counts({ tokenRequests: 3, tokensIssued: 3, vehiclesRequests: 1, vehiclesServed: 1 }),
+        partnerCountsWith({ tokenRequests: 3, tokensIssued: 3, vehiclesRequests: 1, vehiclesServed: 1 }),
       );
     },
   );
 
   it("a wrong secret retires the stored token and gets a rejection, never the old token", async () => {
     const store = new MemoryStore();
-    const t1 = await broker(settings(), store).getToken();
-    const wrong = broker(settings({ PARTNER_CLIENT_SECRET: WRONG_SECRET }), store);
+    const t1 = await tokenBroker(settings(), store).getToken();
+    const wrong = tokenBroker(settings({ PARTNER_CLIENT_SECRET: WRONG_SECRET }), store);
     const err = await rejection(wrong.getToken(), "token_client_rejected");
     rec.see(err);
     expect(err.detail).toBe("invalid_client");
@@ -189,7 +176,13 @@ describe("TokenBroker against the real OAuth server: settings retire the stored 
     expect(wrong.status()).toMatchObject({ state: "failing", lastError: "token_client_rejected", tokenRequests: 1 });
     expect(await useToken(t1)).toBe(200); // t1 still works at the partner: it was retired, not revoked
     expect(await partnerCounts()).toEqual(
-      counts({ tokenRequests: 2, tokensIssued: 1, tokenRejected: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
+      partnerCountsWith({
+        tokenRequests: 2,
+        tokensIssued: 1,
+        tokenRejected: 1,
+        vehiclesRequests: 1,
+        vehiclesServed: 1,
+      }),
     );
   });
 });
@@ -198,18 +191,18 @@ describe("TokenBroker against the real OAuth server: single flight on its own", 
   // Through the gateway the snapshot service already coalesces partner fetches; here the broker
   // alone must coalesce its callers.
   it("100 concurrent cold getToken() make 1 token request", async () => {
-    const b = broker(settings());
+    const b = tokenBroker(settings());
     const tokens = await Promise.all(Array.from({ length: 100 }, () => b.getToken()));
     expect(new Set(tokens.map((t) => t.value)).size).toBe(1);
     expect(await useToken(tokens[0]!)).toBe(200);
     expect(await partnerCounts()).toEqual(
-      counts({ tokenRequests: 1, tokensIssued: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
+      partnerCountsWith({ tokenRequests: 1, tokensIssued: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
     );
   });
 
   it("past the refresh margin, 100 concurrent getToken() get the old token at once and cause 1 refresh", async () => {
     const clock = manualClock();
-    const b = broker(settings(), new MemoryStore(), clock);
+    const b = tokenBroker(settings(), new MemoryStore(), clock);
     const t1 = await b.getToken();
 
     clock.advance(250_000); // 300 s token: due (60-90 s before the end), still usable (until 5 s before)
@@ -219,12 +212,12 @@ describe("TokenBroker against the real OAuth server: single flight on its own", 
     const after = await Promise.all(Array.from({ length: 100 }, () => b.getToken()));
     expect(new Set(after.map((t) => t.value)).size).toBe(1);
     expect(after[0]!.value).not.toBe(t1.value);
-    expect(await partnerCounts()).toEqual(counts({ tokenRequests: 2, tokensIssued: 2 }));
+    expect(await partnerCounts()).toEqual(partnerCountsWith({ tokenRequests: 2, tokensIssued: 2 }));
   });
 
   it("past expiry, 100 concurrent getToken() wait for 1 new token and never get the old one", async () => {
     const clock = manualClock();
-    const b = broker(settings(), new MemoryStore(), clock);
+    const b = tokenBroker(settings(), new MemoryStore(), clock);
     const t1 = await b.getToken();
 
     clock.advance(301_000);
@@ -235,14 +228,14 @@ describe("TokenBroker against the real OAuth server: single flight on its own", 
     clock.advance(296_000);
     const late = await b.getToken();
     expect(late.value).not.toBe(tokens[0]!.value);
-    expect(await partnerCounts()).toEqual(counts({ tokenRequests: 3, tokensIssued: 3 }));
+    expect(await partnerCounts()).toEqual(partnerCountsWith({ tokenRequests: 3, tokensIssued: 3 }));
   });
 });
 
 describe("TokenBroker against the real OAuth server: no storms", () => {
   it("a wrong secret: 50 concurrent getToken() and 50 more within a minute make 1 token request", async () => {
     const clock = manualClock();
-    const b = broker(settings({ PARTNER_CLIENT_SECRET: WRONG_SECRET }), new MemoryStore(), clock);
+    const b = tokenBroker(settings({ PARTNER_CLIENT_SECRET: WRONG_SECRET }), new MemoryStore(), clock);
 
     const first = await Promise.allSettled(Array.from({ length: 50 }, () => b.getToken()));
     clock.advance(59_000);
@@ -257,19 +250,19 @@ describe("TokenBroker against the real OAuth server: no storms", () => {
         rec.see(r.reason);
       }
     }
-    expect(await partnerCounts()).toEqual(counts({ tokenRequests: 1, tokenRejected: 1 }));
+    expect(await partnerCounts()).toEqual(partnerCountsWith({ tokenRequests: 1, tokenRejected: 1 }));
     expect(b.tokenRequests).toBe(1);
 
     // When the minute is over, one more try: still one request, not fifty.
     clock.advance(REJECTED_CACHE_MS - 59_000 + 1);
     const third = await Promise.allSettled(Array.from({ length: 50 }, () => b.getToken()));
     expect(third.every((r) => r.status === "rejected")).toBe(true);
-    expect(await partnerCounts()).toEqual(counts({ tokenRequests: 2, tokenRejected: 2 }));
+    expect(await partnerCounts()).toEqual(partnerCountsWith({ tokenRequests: 2, tokenRejected: 2 }));
   });
 
   it("50 concurrent invalidate(id) cause one refresh; a stale id does not discard the newer token", async () => {
     const clock = manualClock();
-    const b = broker(settings(), new MemoryStore(), clock);
+    const b = tokenBroker(settings(), new MemoryStore(), clock);
     const t1 = await b.getToken();
 
     await Promise.all(Array.from({ length: 50 }, () => b.invalidate(t1.id)));
@@ -288,7 +281,7 @@ describe("TokenBroker against the real OAuth server: no storms", () => {
     rec.see(b.status());
 
     expect(await partnerCounts()).toEqual(
-      counts({ tokenRequests: 2, tokensIssued: 2, vehiclesRequests: 1, vehiclesServed: 1 }),
+      partnerCountsWith({ tokenRequests: 2, tokensIssued: 2, vehiclesRequests: 1, vehiclesServed: 1 }),
     );
   });
 });

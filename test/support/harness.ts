@@ -7,7 +7,9 @@ import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
-import { configFor } from "../../src/config.ts";
+import { type Config, configFor } from "../../src/config.ts";
+import { type Clock, consoleLogger, type KeyValueStore, MemoryStore, systemClock } from "../../src/deps.ts";
+import { TokenBroker } from "../../src/oauth/token-broker.ts";
 import { GATEWAY_NAME } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
@@ -54,6 +56,22 @@ export function gatewayStub() {
 /** A request to the Worker under test. */
 export function get(path: string, init?: RequestInit): Promise<Response> {
   return exports.default.fetch(new Request(`https://gateway.test${path}`, init));
+}
+
+/** The Worker's own settings, parsed from its env as the Worker and the gateway object parse them. */
+export function workerConfig(): Config {
+  const config = configFor(env as unknown as Record<string, unknown>);
+  if (config instanceof Error) throw config;
+  return config;
+}
+
+/** A TokenBroker of the test's own (not the gateway object's), on the real fetch, logging to the console. */
+export function tokenBroker(
+  config: Config,
+  store: KeyValueStore = new MemoryStore(),
+  clock: Clock = systemClock,
+): TokenBroker {
+  return new TokenBroker({ config, fetch: globalThis.fetch, store, clock, log: consoleLogger });
 }
 
 /** Everything as on a first deploy: no token, no snapshot, empty caches, fresh isolate, a calm sandbox. */
@@ -396,6 +414,21 @@ export async function partnerCounts(): Promise<PartnerCounts> {
 
 /** What PartnerCounts reads when the vehicles endpoint refused nothing. */
 export const NO_REJECTIONS = { missing: 0, unknown: 0, expired: 0, revoked: 0 } as const;
+
+/** PartnerCounts with every count 0 (nothing refused, stolen or stray) but those in `over`. */
+export function partnerCountsWith(over: Partial<PartnerCounts>): PartnerCounts {
+  return {
+    tokenRequests: 0,
+    tokensIssued: 0,
+    tokenRejected: 0,
+    vehiclesRequests: 0,
+    vehiclesServed: 0,
+    vehiclesRejected: NO_REJECTIONS,
+    stolen: 0,
+    unexpected: 0,
+    ...over,
+  };
+}
 
 // --- Vehicles endpoint: shapes, brute-force helpers ----------------------------------------
 
