@@ -4,23 +4,13 @@
  * Against the sandbox in workerd; every case asserts the answer, the sandbox's request counts,
  * and (afterAll) that nothing leaked.
  */
-import { abortAllDurableObjects, createExecutionContext, evictDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
+import { abortAllDurableObjects, evictDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { createApp } from "../../src/app.ts";
-import { type Config, configFor } from "../../src/config.ts";
-import {
-  consoleLogger,
-  type Deps,
-  type GatewayStatus,
-  newIsolateMemory,
-  type SnapshotResult,
-  systemClock,
-} from "../../src/deps.ts";
+import type { GatewayStatus, SnapshotResult } from "../../src/deps.ts";
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
-import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectProblem, NOTHING, PLANTED_MARKER, scanSuite } from "../support/leak-scan.ts";
+import { advanceClock, appDeps, gatewayStub, sandbox } from "../support/harness.ts";
+import { counts, expectProblem, NOTHING, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
 
 const scan = scanSuite({ logLines: false });
 
@@ -116,26 +106,9 @@ function fakeNamespace(plan: Behaviour[]) {
   return { ns: ns as unknown as DurableObjectNamespace<PartnerGateway>, made };
 }
 
-function workerConfig(): Config {
-  const config = configFor(env as unknown as Record<string, unknown>);
-  if (config instanceof Error) throw config;
-  return config;
-}
-
 /** The app with the real Worker's settings and a gateway behind the given namespace. */
-async function viaApp(ns: DurableObjectNamespace<PartnerGateway>, path: string) {
-  const deps: Deps = {
-    config: workerConfig(),
-    gateway: wrapNamespace(ns, "weur"),
-    cache: undefined,
-    clock: systemClock,
-    log: consoleLogger,
-    rateLimit: undefined,
-    allowTierBypass: false,
-    memory: newIsolateMemory(),
-  };
-  const res = await createApp().fetch(new Request(`https://gateway.test${path}`), { deps }, createExecutionContext());
-  return scan.record(`app ${path}`, res);
+function viaApp(ns: DurableObjectNamespace<PartnerGateway>, path: string): Promise<Seen> {
+  return scan.app(appDeps({ gateway: wrapNamespace(ns, "weur") }))(path);
 }
 
 describe("Durable Object errors: the stub wrapper's retry rules", () => {

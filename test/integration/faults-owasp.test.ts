@@ -4,26 +4,17 @@
  * and those that do not apply). Every case asserts the answer, the sandbox's request counts, and
  * (afterAll) that nothing leaked.
  */
-import { createExecutionContext, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { createApp } from "../../src/app.ts";
-import { type Config, ConfigError, configFor, parseConfig } from "../../src/config.ts";
-import {
-  consoleLogger,
-  type Deps,
-  type GatewayStatus,
-  newIsolateMemory,
-  type SnapshotResult,
-  type SnapshotSource,
-  systemClock,
-} from "../../src/deps.ts";
+import { ConfigError, parseConfig } from "../../src/config.ts";
+import type { Deps, GatewayStatus, SnapshotResult, SnapshotSource } from "../../src/deps.ts";
 import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { gatewayStub, sandbox } from "../support/harness.ts";
+import { appDeps, gatewayStub, sandbox, workerConfig } from "../support/harness.ts";
 import {
   counts,
   expectNoInternals,
@@ -39,12 +30,6 @@ const scan = scanSuite({ logLines: true });
 
 const ALLOWED = new Set<string>(VEHICLE_FIELDS);
 const ORIGIN = "https://app.example.com"; // CORS_ORIGINS of the test configuration
-
-function workerConfig(): Config {
-  const config = configFor(env as unknown as Record<string, unknown>);
-  if (config instanceof Error) throw config;
-  return config;
-}
 
 /** The sandbox fleet as the partner serves it (PINs included), first `n` vehicles. */
 async function partnerFleet(n: number): Promise<Record<string, unknown>[]> {
@@ -106,23 +91,8 @@ function fakeGateway(): SnapshotSource & { calls: number } {
 }
 
 /** The app with test deps (settings of the Worker unless overridden); answers recorded for the scan. */
-function appWith(overrides: Partial<Deps>) {
-  const deps: Deps = {
-    config: workerConfig(),
-    gateway: fakeGateway(),
-    cache: undefined,
-    clock: systemClock,
-    log: consoleLogger,
-    rateLimit: undefined,
-    allowTierBypass: false,
-    memory: newIsolateMemory(),
-    ...overrides,
-  };
-  const app = createApp();
-  return async (path: string, init?: RequestInit): Promise<Seen> => {
-    const res = await app.fetch(new Request(`https://gateway.test${path}`, init), { deps }, createExecutionContext());
-    return scan.record(`app ${path}`, res);
-  };
+function appWith(overrides: Partial<Deps>): (path: string, init?: RequestInit) => Promise<Seen> {
+  return scan.app(appDeps({ gateway: fakeGateway(), ...overrides }));
 }
 
 describe("API3 Broken Object Property Level Authorization: fuelCardPin and unknown partner fields", () => {

@@ -8,7 +8,15 @@ import { env, exports } from "cloudflare:workers";
 import { vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
 import { type Config, configFor } from "../../src/config.ts";
-import { type Clock, consoleLogger, type KeyValueStore, MemoryStore, systemClock } from "../../src/deps.ts";
+import {
+  type Clock,
+  consoleLogger,
+  type Deps,
+  type KeyValueStore,
+  MemoryStore,
+  newIsolateMemory,
+  systemClock,
+} from "../../src/deps.ts";
 import { TokenBroker } from "../../src/oauth/token-broker.ts";
 import { GATEWAY_NAME } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
@@ -63,6 +71,23 @@ export function workerConfig(): Config {
   const config = configFor(env as unknown as Record<string, unknown>);
   if (config instanceof Error) throw config;
   return config;
+}
+
+/**
+ * Deps for the Worker's app built in a test (not the deployed Worker): the Worker's settings, no
+ * Cache API, no rate limit, no tier bypass and a fresh isolate memory, unless `deps` says otherwise.
+ */
+export function appDeps(deps: Pick<Deps, "gateway"> & Partial<Deps>): Deps {
+  return {
+    config: workerConfig(),
+    cache: undefined,
+    clock: systemClock,
+    log: consoleLogger,
+    rateLimit: undefined,
+    allowTierBypass: false,
+    memory: newIsolateMemory(),
+    ...deps,
+  };
 }
 
 /** A TokenBroker of the test's own (not the gateway object's), on the real fetch, logging to the console. */

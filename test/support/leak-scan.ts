@@ -15,8 +15,11 @@
  * request went anywhere but the configured token endpoint and vehicles URL, or a bearer token went
  * anywhere but the vehicles URL.
  */
+import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterAll, beforeEach, expect, vi } from "vitest";
+import { createApp } from "../../src/app.ts";
+import type { Deps } from "../../src/deps.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import { coldStart, get, sandbox } from "./harness.ts";
 
@@ -144,6 +147,15 @@ export class LeakScan {
   /** A request to the Worker under test, read in full and recorded. */
   async fetch(path: string, init?: RequestInit): Promise<Seen> {
     return this.record(`${init?.method ?? "GET"} ${path.slice(0, 100)}`, await get(path, init));
+  }
+
+  /** The Worker's app built on `deps` (see harness.ts `appDeps`): a fetch whose answers are read in full and recorded. */
+  app(deps: Deps): (path: string, init?: RequestInit) => Promise<Seen> {
+    const app = createApp();
+    return async (path, init) => {
+      const res = await app.fetch(new Request(`https://gateway.test${path}`, init), { deps }, createExecutionContext());
+      return this.record(`app ${path}`, res);
+    };
   }
 
   /** Reads a response (of the Worker, or of an app built with test deps) in full and records it. */
