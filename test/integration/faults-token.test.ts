@@ -20,6 +20,39 @@ async function tokenStatus() {
   return status.token;
 }
 
+/**
+ * `n` concurrent callers (paths by index) while the token endpoint never answers in full: each
+ * gets 504 token_endpoint_timeout, after two token requests of 5 s each, one after the other.
+ */
+async function expectTwoTimedOutAttempts(n: number, path: (i: number) => string): Promise<void> {
+  const started = Date.now();
+  const answers = await Promise.all(Array.from({ length: n }, (_, i) => scan.fetch(path(i))));
+  const elapsed = Date.now() - started;
+
+  for (const a of answers) expectProblem(a, { status: 504, code: "token_endpoint_timeout", retryAfter: 1 });
+  // Two attempts of 5 s each (a third could not end within the 15 s budget), one after the other.
+  expect(elapsed).toBeGreaterThanOrEqual(9_900);
+  expect(elapsed).toBeLessThan(15_000);
+  expect(await counts()).toEqual({ ...NOTHING, token: 2 });
+  expect(scan.maxInFlight(env.PARTNER_TOKEN_URL ?? "")).toBe(1);
+}
+
+/** With the token endpoint's answer altered by `fault`: 200, after one token request and one partner request. */
+async function expectAccepted(fault: TokenFault): Promise<void> {
+  await sandbox.faults({ token: fault });
+
+  expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
+  expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+}
+
+/** The gateway object holds a valid token with `secondsLeft` in [min, max]. */
+async function expectValidFor(min: number, max: number): Promise<void> {
+  const token = await tokenStatus();
+  expect(token.state).toBe("valid");
+  expect(token.secondsLeft).toBeGreaterThanOrEqual(min);
+  expect(token.secondsLeft).toBeLessThanOrEqual(max);
+}
+
 describe("token endpoint hangs", () => {
   it("20 callers get 504 token_endpoint_timeout within the retry budget; one token request in flight at a time; the object is not reset", async () => {
     await sandbox.faults({ token: { kind: "hang" } });
@@ -29,16 +62,7 @@ describe("token endpoint hangs", () => {
       instances.add(instance);
     });
 
-    const started = Date.now();
-    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => scan.fetch(`/v1/vehicles?limit=${i + 1}`)));
-    const elapsed = Date.now() - started;
-
-    for (const a of answers) expectProblem(a, { status: 504, code: "token_endpoint_timeout", retryAfter: 1 });
-    // Two attempts of 5 s each (a third could not end within the 15 s budget), one after the other.
-    expect(elapsed).toBeGreaterThanOrEqual(9_900);
-    expect(elapsed).toBeLessThan(15_000);
-    expect(await counts()).toEqual({ ...NOTHING, token: 2 });
-    expect(scan.maxInFlight(env.PARTNER_TOKEN_URL ?? "")).toBe(1);
+    await expectTwoTimedOutAttempts(20, (i) => `/v1/vehicles?limit=${i + 1}`);
     expect(scan.tokenRequests()).toHaveLength(2);
     const same = await runInDurableObject(gatewayStub(), (instance) => instances.has(instance));
     expect(same).toBe(true);
@@ -56,15 +80,8 @@ describe("token endpoint hangs", () => {
   it("headers at once, then the body stalls: the deadline covers the body too, 504 token_endpoint_timeout", async () => {
     await sandbox.faults({ token: { kind: "slowBody", chunkBytes: 16, intervalMs: 5, stallAfterBytes: 48 } });
 
-    const started = Date.now();
-    const answers = await Promise.all(Array.from({ length: 5 }, () => scan.fetch("/v1/vehicles")));
-    const elapsed = Date.now() - started;
-    for (const a of answers) expectProblem(a, { status: 504, code: "token_endpoint_timeout", retryAfter: 1 });
-    expect(elapsed).toBeGreaterThanOrEqual(9_900);
-    expect(elapsed).toBeLessThan(15_000);
-    // The sandbox issued two real tokens, but their answers never ended: neither was used.
-    expect(await counts()).toEqual({ ...NOTHING, token: 2 });
-    expect(scan.maxInFlight(env.PARTNER_TOKEN_URL ?? "")).toBe(1);
+    // The sandbox issues two real tokens, but their answers never end: neither is used.
+    await expectTwoTimedOutAttempts(5, () => "/v1/vehicles");
   });
 });
 
@@ -201,31 +218,16 @@ describe("token answers that are unusual but valid", () => {
   beforeEach(() => sandbox.tokenTtl(120));
 
   it("expires_in missing: the token is used with the default lifetime (PARTNER_TOKEN_DEFAULT_EXPIRES_S, 300 s)", async () => {
-    await sandbox.faults({ token: { kind: "expiresIn", value: "missing" } });
-
-    expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
-    const token = await tokenStatus();
-    expect(token.state).toBe("valid");
-    expect(token.secondsLeft).toBeGreaterThanOrEqual(295);
-    expect(token.secondsLeft).toBeLessThanOrEqual(300);
+    await expectAccepted({ kind: "expiresIn", value: "missing" });
+    await expectValidFor(295, 300);
   });
 
   it('expires_in as a string ("120"): accepted, and read as 120 s', async () => {
-    await sandbox.faults({ token: { kind: "expiresIn", value: "string" } });
-
-    expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
-    const token = await tokenStatus();
-    expect(token.state).toBe("valid");
-    expect(token.secondsLeft).toBeGreaterThanOrEqual(115);
-    expect(token.secondsLeft).toBeLessThanOrEqual(120);
+    await expectAccepted({ kind: "expiresIn", value: "string" });
+    await expectValidFor(115, 120);
   });
 
   it('token_type "bearer" in lower case: accepted (RFC 6749 §5.1, case-insensitive)', async () => {
-    await sandbox.faults({ token: { kind: "tokenType", tokenType: "bearer" } });
-
-    expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    await expectAccepted({ kind: "tokenType", tokenType: "bearer" });
   });
 });
