@@ -4,14 +4,13 @@
  * request per TTL under steady traffic, and the Cache API answering when isolate memory is
  * bypassed. Config: TTL 30 s, stale 120 s.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { mulberry32, pick } from "../../sandbox/prng.ts";
 import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import {
   advanceClock,
   cachedFetchedAt,
-  captureLogs,
-  coldStart,
+  coldStartEachCapturingLogs,
   expectNoLeaks,
   health,
   observe,
@@ -58,15 +57,10 @@ function filterStrings(n: number, seed: number): string[] {
   return out;
 }
 
-let logs: string[] = [];
-
-beforeEach(async () => {
-  await coldStart();
-  logs = captureLogs();
-});
+const logs = coldStartEachCapturingLogs();
 
 afterEach(async () => {
-  await expectNoLeaks({ extra: logs });
+  await expectNoLeaks({ extra: logs() });
 });
 
 describe("vehicles endpoint: what reaches the partner", () => {

@@ -4,12 +4,11 @@
  * It never makes a token or partner request of its own.
  */
 import { env } from "cloudflare:workers";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import {
   advanceClock,
   cachedFetchedAt,
-  captureLogs,
-  coldStart,
+  coldStartEachCapturingLogs,
   expectNoLeaks,
   health,
   observe,
@@ -18,16 +17,11 @@ import {
   waitFor,
 } from "../support/harness.ts";
 
-let logs: string[] = [];
-
-beforeEach(async () => {
-  await coldStart();
-  logs = captureLogs();
-});
+const logs = coldStartEachCapturingLogs();
 
 afterEach(async () => {
   await sandbox.clearFaults();
-  await expectNoLeaks({ extra: logs, everyPin: true });
+  await expectNoLeaks({ extra: logs(), everyPin: true });
 });
 
 describe("GET /health", () => {

@@ -3,15 +3,16 @@
  * Cache-Status (RFC 9211), Age, Cache-Control, HEAD, nosniff, the VIN route, 405 with Allow,
  * CORS, and problem+json for every error. Every test asserts what reached the partner.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import {
   advanceClock,
   cachedFetchedAt,
-  captureLogs,
-  coldStart,
+  coldStartEachCapturingLogs,
   expectNoLeaks,
+  expectProblemAnswer,
   type Observed,
   observe,
+  PROBLEM_MEMBERS,
   type ProblemBody,
   sandboxCounts,
   type VehicleBody,
@@ -37,41 +38,21 @@ async function json<T>(path: string, init?: RequestInit): Promise<Observed & { b
 
 /** The error contract: problem+json, no-store, a stable code that names the type, no stack trace. */
 function expectProblem(o: Observed, status: number, code: string): ProblemBody {
-  expect(o.status, o.text).toBe(status);
-  expect(o.headers.get("content-type")).toBe("application/problem+json");
-  expect(o.headers.get("cache-control")).toBe("no-store");
-  const body = JSON.parse(o.text) as ProblemBody;
-  expect(body).toMatchObject({ status, code, type: `urn:sharenow-gateway:problem:${code}` });
+  const body = expectProblemAnswer(o, status, code);
+  expect(body).toMatchObject({ type: `urn:sharenow-gateway:problem:${code}` });
   expect(typeof body.title).toBe("string");
   // No stack trace, no internal error names, nothing but the documented members.
   expect(o.text).not.toMatch(/\bat [^\s]+ \(|\.ts:\d+|\.js:\d+|stack|TypeError|AppError/);
-  for (const key of Object.keys(body)) {
-    expect([
-      "type",
-      "title",
-      "status",
-      "code",
-      "detail",
-      "instance",
-      "parameter",
-      "settings",
-      "authentication",
-    ]).toContain(key);
-  }
+  for (const key of Object.keys(body)) expect([...PROBLEM_MEMBERS]).toContain(key);
   return body;
 }
 
 const corsHeaders = (h: Headers) => [...h.keys()].filter((k) => k.startsWith("access-control-"));
 
-let logs: string[] = [];
-
-beforeEach(async () => {
-  await coldStart();
-  logs = captureLogs();
-});
+const logs = coldStartEachCapturingLogs();
 
 afterEach(async () => {
-  await expectNoLeaks({ extra: logs });
+  await expectNoLeaks({ extra: logs() });
 });
 
 describe("vehicles endpoint: HTTP semantics", () => {

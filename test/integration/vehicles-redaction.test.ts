@@ -5,17 +5,14 @@
  * gateway object's persisted snapshot. Served vehicles carry exactly the allow-listed keys.
  */
 import { runInDurableObject } from "cloudflare:test";
-import { env } from "cloudflare:workers";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { configFor } from "../../src/config.ts";
+import { afterEach, describe, expect, it } from "vitest";
 import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
 import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import {
   advanceClock,
   cachedFetchedAt,
-  captureLogs,
-  coldStart,
+  coldStartEachCapturingLogs,
   expectNoLeaks,
   gatewayStub,
   type Observed,
@@ -27,6 +24,7 @@ import {
   type VehicleBody,
   type VehicleListBody,
   waitFor,
+  workerConfig,
 } from "../support/harness.ts";
 
 const KEYS = [...SERVED_VEHICLE_KEYS];
@@ -37,12 +35,7 @@ function expectAllowListed(v: ServedVehicle, extra: string[] = []): void {
   expect(v).not.toHaveProperty("fuelCardPin");
 }
 
-let logs: string[] = [];
-
-beforeEach(async () => {
-  await coldStart();
-  logs = captureLogs();
-});
+const logs = coldStartEachCapturingLogs();
 
 afterEach(async () => {
   await sandbox.clearFaults();
@@ -129,7 +122,7 @@ describe("vehicles endpoint: redaction", () => {
 
     // Every answer: nosniff; and the leak scan over all of them and every log line.
     for (const o of seen) expect(o.headers.get("x-content-type-options")).toBe("nosniff");
-    const scanned = await expectNoLeaks({ extra: logs, everyPin: true });
+    const scanned = await expectNoLeaks({ extra: logs(), everyPin: true });
     expect(scanned).toBeGreaterThanOrEqual(seen.length);
     const { fuelCardPins, accessTokens } = await sandbox.secrets();
     expect(fuelCardPins.length).toBe(2000);
@@ -145,16 +138,14 @@ describe("vehicles endpoint: redaction", () => {
     const bare = pin.slice("sbxpin-".length);
     await expect(expectNoLeaks({ extra: [`{"pin":"${bare}"}`], everyPin: true })).rejects.toThrow(/fuelCardPin/);
     await expect(expectNoLeaks({ extra: [`Bearer ${accessTokens[0]}`] })).rejects.toThrow(/token/);
-    await expectNoLeaks({ extra: logs, everyPin: true });
+    await expectNoLeaks({ extra: logs(), everyPin: true });
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 1, unexpected: 0, steal: 0 });
   });
 
   it("nothing the gateway keeps holds a fuelCardPin: the Cache API entry and the object's stored snapshot", async () => {
     expect((await observe("/v1/vehicles?limit=1")).status).toBe(200);
     await waitFor("the L2 entry", async () => (await cachedFetchedAt()) !== undefined);
-    const config = configFor(env as unknown as Record<string, unknown>);
-    if (config instanceof Error) throw config;
-    const hit = await (await caches.open(CACHE_NAME)).match(tierCacheKey(config));
+    const hit = await (await caches.open(CACHE_NAME)).match(tierCacheKey(workerConfig()));
     const cached = await hit!.text();
     const headers = [...hit!.headers].map(([k, v]) => `${k}: ${v}`).join("\n");
     const items = JSON.parse(cached) as ServedVehicle[];
@@ -179,7 +170,7 @@ describe("vehicles endpoint: redaction", () => {
       return stored.includes('"vin"');
     });
     expect(JSON.parse(stored)).toHaveLength(2000);
-    await expectNoLeaks({ extra: [cached, headers, stored, ...logs], everyPin: true });
+    await expectNoLeaks({ extra: [cached, headers, stored, ...logs()], everyPin: true });
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 1, unexpected: 0, steal: 0 });
   });
 });

@@ -4,16 +4,16 @@
  * failing it stays served until TTL + stale (stale-if-error), then the failure shows as a
  * 502/503 problem; once the partner is back, fresh data returns. Config: TTL 30 s, stale 120 s.
  */
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import {
   advanceClock,
-  captureLogs,
-  coldStart,
+  coldStartEachCapturingLogs,
   expectNoLeaks,
+  expectProblemAnswer,
   health,
   type Observed,
   observe,
-  type ProblemBody,
+  observeJson,
   sandbox,
   sandboxCounts,
   type VehicleBody,
@@ -23,20 +23,6 @@ import {
 
 const TTL_MS = 30_000;
 const STALE_MS = 120_000;
-
-async function json<T>(path: string, init?: RequestInit): Promise<Observed & { body: T }> {
-  const o = await observe(path, init);
-  return { ...o, body: JSON.parse(o.text) as T };
-}
-
-function expectProblem(o: Observed, status: number, code: string): ProblemBody {
-  expect(o.status, o.text).toBe(status);
-  expect(o.headers.get("content-type")).toBe("application/problem+json");
-  expect(o.headers.get("cache-control")).toBe("no-store");
-  const body = JSON.parse(o.text) as ProblemBody;
-  expect(body).toMatchObject({ status, code });
-  return body;
-}
 
 /**
  * The first `ttl` of Cache-Status: `expected`, or up to 2 s less (real time passes during a
@@ -56,27 +42,22 @@ async function settledPartnerRequests(expected: number): Promise<void> {
   expect((await sandboxCounts()).vehicles).toBe(expected);
 }
 
-let logs: string[] = [];
-
-beforeEach(async () => {
-  await coldStart();
-  logs = captureLogs();
-});
+const logs = coldStartEachCapturingLogs();
 
 afterEach(async () => {
   await sandbox.clearFaults();
-  await expectNoLeaks({ extra: logs });
+  await expectNoLeaks({ extra: logs() });
 });
 
 describe("vehicles endpoint: stale serving", () => {
   it("a partner failing with 500: stale within TTL + stale, one background refresh, then 502, then fresh again", async () => {
-    const fresh = await json<VehicleListBody>("/v1/vehicles?limit=3");
+    const fresh = await observeJson<VehicleListBody>("/v1/vehicles?limit=3");
     expect(fresh.body.stale).toBe(false);
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 1, unexpected: 0, steal: 0 });
 
     await sandbox.faults({ vehicles: { kind: "status", status: 500 } });
     advanceClock(TTL_MS + 1_000);
-    const stale = await json<VehicleListBody>("/v1/vehicles?limit=3");
+    const stale = await observeJson<VehicleListBody>("/v1/vehicles?limit=3");
     expect(stale.status).toBe(200);
     expect(stale.body.stale).toBe(true);
     expect(stale.body.fetchedAt).toBe(fresh.body.fetchedAt);
@@ -96,12 +77,12 @@ describe("vehicles endpoint: stale serving", () => {
     // (The clock stays under 210 s in this test: the token's refresh, with its jitter, may come
     // from there on, and this test counts one token request.)
     advanceClock(30_000);
-    const later = await json<VehicleListBody>("/v1/vehicles?limit=3");
+    const later = await observeJson<VehicleListBody>("/v1/vehicles?limit=3");
     expect(later.status).toBe(200);
     expect(later.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
     expectTtl(later, -31);
     const vin = fresh.body.vehicles[0]!.vin;
-    const one = await json<VehicleBody>(`/v1/vehicles/${vin}`);
+    const one = await observeJson<VehicleBody>(`/v1/vehicles/${vin}`);
     expect(one.status).toBe(200);
     expect(one.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt, vehicle: fresh.body.vehicles[0] });
     // That is one more refresh attempt (another guard window), again retried once.
@@ -110,7 +91,7 @@ describe("vehicles endpoint: stale serving", () => {
     // Past TTL + stale (at 151 s) with the partner still failing: nothing left to serve.
     advanceClock(TTL_MS + STALE_MS - 61_000 + 1_000);
     const failed = await observe("/v1/vehicles?limit=3");
-    const problem = expectProblem(failed, 502, "partner_error");
+    const problem = expectProblemAnswer(failed, 502, "partner_error");
     expect(failed.headers.get("retry-after")).toBeNull();
     expect(problem.detail).toBe("HTTP 500");
     expect(failed.text).not.toContain("<html");
@@ -118,7 +99,7 @@ describe("vehicles endpoint: stale serving", () => {
 
     // The partner recovers: fresh data at once.
     await sandbox.clearFaults();
-    const back = await json<VehicleListBody>("/v1/vehicles?limit=3");
+    const back = await observeJson<VehicleListBody>("/v1/vehicles?limit=3");
     expect(back.status).toBe(200);
     expect(back.body.stale).toBe(false);
     expect(Date.parse(back.body.fetchedAt)).toBeGreaterThan(Date.parse(fresh.body.fetchedAt) + TTL_MS + STALE_MS);
@@ -127,31 +108,33 @@ describe("vehicles endpoint: stale serving", () => {
   });
 
   it("with a failing partner, readers of the stale copy start at most one refresh per isolate per guard window", async () => {
-    await json<VehicleListBody>("/v1/vehicles?limit=1");
+    await observeJson<VehicleListBody>("/v1/vehicles?limit=1");
     await sandbox.faults({ vehicles: { kind: "status", status: 502 } });
     advanceClock(TTL_MS + 1_000);
     // Many readers at once, then more after the first refresh failed, all within 5 s.
-    const first = await Promise.all(Array.from({ length: 20 }, () => json<VehicleListBody>("/v1/vehicles?limit=1")));
+    const first = await Promise.all(
+      Array.from({ length: 20 }, () => observeJson<VehicleListBody>("/v1/vehicles?limit=1")),
+    );
     for (const r of first) expect(r.body.stale).toBe(true);
     await settledPartnerRequests(3);
     for (let i = 0; i < 3; i++) {
       advanceClock(1_000);
-      const r = await json<VehicleListBody>("/v1/vehicles?limit=1");
+      const r = await observeJson<VehicleListBody>("/v1/vehicles?limit=1");
       expect(r.body.stale).toBe(true);
     }
     await settledPartnerRequests(3);
     // Once the window (5 s) has passed, the next reader tries again (once).
     advanceClock(2_500);
-    await Promise.all(Array.from({ length: 5 }, () => json<VehicleListBody>("/v1/vehicles?limit=1")));
+    await Promise.all(Array.from({ length: 5 }, () => observeJson<VehicleListBody>("/v1/vehicles?limit=1")));
     await settledPartnerRequests(5);
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 5, unexpected: 0, steal: 0 });
   });
 
   it("a partner failing with 503 and Retry-After: stale, then 503 with Retry-After, and no call inside the window", async () => {
-    const fresh = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const fresh = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     await sandbox.faults({ vehicles: { kind: "status", status: 503, retryAfter: 7 } });
     advanceClock(TTL_MS + 5_000);
-    const stale = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const stale = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(stale.status).toBe(200);
     expect(stale.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
     expect(stale.headers.get("cache-status")).toMatch(/^gateway-memory; hit; ttl=-\d+$/);
@@ -161,14 +144,14 @@ describe("vehicles endpoint: stale serving", () => {
 
     advanceClock(STALE_MS);
     const failed = await observe("/v1/vehicles?limit=2");
-    expectProblem(failed, 503, "partner_unavailable");
+    expectProblemAnswer(failed, 503, "partner_unavailable");
     expect(failed.headers.get("retry-after")).toBe("7");
     await settledPartnerRequests(3);
 
     // Inside the partner's Retry-After window nothing goes out; the client is told how long is left.
     advanceClock(3_000);
     const again = await observe("/v1/vehicles?limit=2");
-    expectProblem(again, 503, "partner_unavailable");
+    expectProblemAnswer(again, 503, "partner_unavailable");
     expect(Number(again.headers.get("retry-after"))).toBeGreaterThanOrEqual(3);
     expect(Number(again.headers.get("retry-after"))).toBeLessThanOrEqual(4);
     await settledPartnerRequests(3);
@@ -176,7 +159,7 @@ describe("vehicles endpoint: stale serving", () => {
     // The partner is back; once its window has passed, fresh data.
     await sandbox.clearFaults();
     advanceClock(5_000);
-    const back = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const back = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(back.status).toBe(200);
     expect(back.body.stale).toBe(false);
     expect(Date.parse(back.body.fetchedAt)).toBeGreaterThan(Date.parse(fresh.body.fetchedAt));
@@ -184,31 +167,31 @@ describe("vehicles endpoint: stale serving", () => {
   });
 
   it("a partner answering 429: stale within the window, past it 503 with Retry-After", async () => {
-    await json<VehicleListBody>("/v1/vehicles?limit=2");
+    await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     await sandbox.faults({ vehicles: { kind: "tooManyRequests", retryAfter: 4 } });
     advanceClock(TTL_MS + STALE_MS - 10_000);
-    const stale = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const stale = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(stale.body.stale).toBe(true);
     await settledPartnerRequests(2);
     advanceClock(20_000);
     const failed = await observe("/v1/vehicles?limit=2");
-    expectProblem(failed, 503, "partner_rate_limited");
+    expectProblemAnswer(failed, 503, "partner_rate_limited");
     expect(failed.headers.get("retry-after")).toBe("4");
     await settledPartnerRequests(3);
     await sandbox.clearFaults();
     advanceClock(5_000);
-    const back = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const back = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(back.body.stale).toBe(false);
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 4, unexpected: 0, steal: 0 });
   });
 
   it("stale-while-revalidate with a healthy partner: the stale copy now, fresh data on the next request", async () => {
-    const fresh = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const fresh = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     advanceClock(TTL_MS + 10_000);
-    const stale = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const stale = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(stale.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
     await settledPartnerRequests(2);
-    const next = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const next = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     expect(next.body.stale).toBe(false);
     expect(Date.parse(next.body.fetchedAt)).toBeGreaterThanOrEqual(Date.parse(fresh.body.fetchedAt) + TTL_MS + 10_000);
     expect(next.headers.get("cache-status")).toMatch(/^gateway-memory; hit; ttl=(29|30)$/);
@@ -216,12 +199,12 @@ describe("vehicles endpoint: stale serving", () => {
   });
 
   it("the gateway object serves its own stale copy to a new isolate (stale-if-error, named in Cache-Status)", async () => {
-    const fresh = await json<VehicleListBody>("/v1/vehicles?limit=2");
+    const fresh = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     await sandbox.faults({ vehicles: { kind: "status", status: 500 } });
     advanceClock(TTL_MS + 20_000);
     // Skip this isolate's tiers: the object answers with its stale copy and refreshes behind it.
     const bypass = { headers: { "x-gateway-bypass": "memory,cache" } };
-    const first = await json<VehicleListBody>("/v1/vehicles?limit=2", bypass);
+    const first = await observeJson<VehicleListBody>("/v1/vehicles?limit=2", bypass);
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
     expect(first.headers.get("cache-status")).toMatch(
@@ -230,7 +213,7 @@ describe("vehicles endpoint: stale serving", () => {
     expectTtl(first, -20);
     await settledPartnerRequests(3);
     // The object now knows its refresh failed, and says so.
-    const second = await json<VehicleListBody>("/v1/vehicles?limit=2", bypass);
+    const second = await observeJson<VehicleListBody>("/v1/vehicles?limit=2", bypass);
     expect(second.body.stale).toBe(true);
     expect(second.headers.get("cache-status")).toMatch(/^gateway-object; hit; ttl=-\d+; detail=stale-if-error, /);
     expectTtl(second, -20);

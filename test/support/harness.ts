@@ -5,7 +5,7 @@
  */
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { vi } from "vitest";
+import { beforeEach, expect, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
 import { type Config, configFor } from "../../src/config.ts";
 import {
@@ -233,6 +233,20 @@ export function captureLogs(): string[] {
   vi.spyOn(console, "warn").mockImplementation(keep);
   vi.spyOn(console, "error").mockImplementation(keep);
   return lines;
+}
+
+/**
+ * For each test (of the file, or of the describe it is called in): a cold start, then console
+ * capture (coldStart restores every mock, so in this order). Returns a reader of the current
+ * test's log lines, for `expectNoLeaks({ extra })`.
+ */
+export function coldStartEachCapturingLogs(): () => string[] {
+  let lines: string[] = [];
+  beforeEach(async () => {
+    await coldStart();
+    lines = captureLogs();
+  });
+  return () => lines;
 }
 
 /** The body of GET /health. */
@@ -513,6 +527,29 @@ export interface ProblemBody {
   instance?: string;
   parameter?: string;
   [key: string]: unknown;
+}
+
+/** The members a problem document of this API may have. */
+export const PROBLEM_MEMBERS = [
+  "type",
+  "title",
+  "status",
+  "code",
+  "detail",
+  "instance",
+  "parameter",
+  "settings",
+  "authentication",
+] as const;
+
+/** An error answer: `status`, problem+json, `no-store`, and a body with that status and `code` (returned, parsed). */
+export function expectProblemAnswer(o: Observed, status: number, code: string): ProblemBody {
+  expect(o.status, o.text).toBe(status);
+  expect(o.headers.get("content-type")).toBe("application/problem+json");
+  expect(o.headers.get("cache-control")).toBe("no-store");
+  const body = JSON.parse(o.text) as ProblemBody;
+  expect(body).toMatchObject({ status, code });
+  return body;
 }
 
 /** The sandbox fleet as the gateway should serve it: no fuelCardPin, sorted by VIN. */

@@ -21,7 +21,7 @@ import { afterAll, beforeEach, expect, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
 import type { Deps } from "../../src/deps.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
-import { coldStart, get, sandbox } from "./harness.ts";
+import { coldStart, get, PROBLEM_MEMBERS, sandbox } from "./harness.ts";
 
 /** The marker every sandbox fuelCardPin starts with (sandbox/fleet.ts PIN_MARKER). */
 export const PIN_MARKER = "sbxpin-";
@@ -314,19 +314,6 @@ export const PARTNER_TEXTS = [
   "sandbox_bug",
 ];
 
-/** The members a problem document of this API may have. */
-const PROBLEM_MEMBERS = new Set([
-  "type",
-  "title",
-  "status",
-  "code",
-  "detail",
-  "instance",
-  "parameter",
-  "settings",
-  "authentication",
-]);
-
 /**
  * Asserts an RFC 9457 problem answer: the status and `code`, problem+json, `no-store`, `nosniff`,
  * `Retry-After` as given (`"absent"`, a number, or an inclusive [min, max]), only our own members,
@@ -348,7 +335,8 @@ export function expectProblem(
     code: want.code,
   });
   expect(typeof body.title, where).toBe("string");
-  for (const key of Object.keys(body)) expect(PROBLEM_MEMBERS.has(key), `member ${key} in ${where}`).toBe(true);
+  const members: readonly string[] = PROBLEM_MEMBERS;
+  for (const key of Object.keys(body)) expect(members.includes(key), `member ${key} in ${where}`).toBe(true);
   const retryAfter = seen.headers.get("retry-after");
   if (want.retryAfter === "absent") expect(retryAfter, where).toBeNull();
   else {
