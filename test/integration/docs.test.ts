@@ -3,13 +3,12 @@
  * every query parameter the parser accepts, never mentions the fuel card PIN, names the
  * caller's origin as its server; the page shows the operations under a strict CSP.
  */
-import { env, exports } from "cloudflare:workers";
+import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "../../src/app.ts";
-import { configFor } from "../../src/config.ts";
 import { escapeHtml, renderDocsPage } from "../../src/docs/page.ts";
 import { vehicleQueryParameters } from "../../src/vehicles/query.ts";
-import { coldStart, get, sandbox } from "../support/harness.ts";
+import { coldStart, get, sandbox, workerConfig } from "../support/harness.ts";
 
 interface Parameter {
   name: string;
@@ -30,9 +29,7 @@ interface Document {
 }
 
 function maxLimit(): number {
-  const config = configFor(env as unknown as Record<string, unknown>);
-  if (config instanceof Error) throw config;
-  return config.vehiclesMaxLimit;
+  return workerConfig().vehiclesMaxLimit;
 }
 
 /** The text a reader sees: tags dropped, entities of escapeHtml decoded, blanks collapsed. */

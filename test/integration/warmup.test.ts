@@ -7,11 +7,10 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { configFor } from "../../src/config.ts";
 import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import worker from "../../src/runtimes/cloudflare/worker.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { advanceClock, coldStart, get, sandbox } from "../support/harness.ts";
+import { advanceClock, coldStart, get, sandbox, workerConfig } from "../support/harness.ts";
 
 /**
  * One cron tick: the Worker's own `scheduled` export, called as the runtime calls it. (In this
@@ -44,9 +43,7 @@ function logged(spy: { mock: { calls: unknown[][] } }): { event?: string; code?:
 }
 
 async function l2Filled(): Promise<boolean> {
-  const config = configFor(env as unknown as Record<string, unknown>);
-  if (config instanceof Error) throw config;
-  const hit = await (await caches.open(CACHE_NAME)).match(tierCacheKey(config));
+  const hit = await (await caches.open(CACHE_NAME)).match(tierCacheKey(workerConfig()));
   await hit?.body?.cancel();
   return hit !== undefined;
 }
