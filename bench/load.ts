@@ -50,11 +50,15 @@ export interface LoadResult {
   statusCodes: Record<string, number>;
   /** CPU seconds this load generator used (is the client the bottleneck?). */
   clientCpuS: number;
+  /** Idle connections the server closed, replaced before use (not errors). */
+  reconnects: number;
   /** The first few failures: when (ms after the start), what, and for a timeout when it was sent. */
   failures: { atMs: number; kind: "error" | "timeout" | "status"; status?: number; sentAtMs?: number }[];
 }
 
 const CRLFCRLF = Buffer.from("\r\n\r\n");
+/** workerd closes a keep-alive connection idle for 5 s: one idle this long is replaced before use. */
+const IDLE_REPLACE_MS = 4_000;
 
 function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -79,6 +83,13 @@ class Conn {
   #chunkState: "size" | "data" | "crlf" | "trailer" = "size";
   #bodyBytes = 0;
   busy = false;
+  /**
+   * The server closed the connection while it was idle (workerd: after 5 s). A write to it would
+   * vanish without an error, so such a connection, or one idle long enough to be closed any
+   * moment, is replaced before it is used.
+   */
+  closed = false;
+  idleSince = 0;
   startedAt = 0;
 
   constructor(
@@ -97,13 +108,17 @@ class Conn {
     return new Promise((resolve, reject) => {
       const s = connect({ host: this.#host, port: this.#port, noDelay: true });
       this.#socket = s;
-      s.once("connect", () => resolve());
+      s.once("connect", () => {
+        this.idleSince = performance.now();
+        resolve();
+      });
       s.on("data", (d: Buffer) => this.#data(d));
       s.on("error", (err) => {
         if (!this.busy) reject(err);
         this.#fail();
       });
       s.on("close", () => {
+        this.closed = true;
         if (this.busy) this.#fail();
       });
     });
@@ -132,6 +147,7 @@ class Conn {
 
   #finish(): void {
     this.busy = false;
+    this.idleSince = performance.now();
     this.#onDone(this, this.#status, this.#bodyBytes);
   }
 
@@ -238,6 +254,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   let errors = 0;
   let timeouts = 0;
   let bytes = 0;
+  let reconnects = 0;
   let stopping = false;
   let finishRun: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
@@ -302,6 +319,14 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       return;
     }
     while (idle.length > 0) {
+      const last = idle[idle.length - 1] as Conn;
+      if (last.closed || now() - last.idleSince > IDLE_REPLACE_MS) {
+        idle.pop();
+        last.close();
+        reconnects++;
+        void replace(last);
+        continue;
+      }
       let dueAt: number;
       if (spec.rate !== undefined) {
         dueAt = t0 + (due * 1000) / spec.rate;
@@ -372,6 +397,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     bytes,
     statusCodes,
     clientCpuS: (cpu.user + cpu.system) / 1e6,
+    reconnects,
     failures,
   };
 }

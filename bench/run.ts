@@ -335,6 +335,8 @@ interface Sustained {
   partnerPerTtl: number;
   partnerIntervalMedianS: number;
   partner401: number;
+  /** Idle connections workerd closed (keep-alive timeout), replaced by the load generator before use. */
+  reconnects: number;
   /** The first failures seen by the load generator, and the gateway's warnings and errors. */
   failures: LoadResult["failures"];
   notices: string[];
@@ -370,6 +372,9 @@ export async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained>
     clearInterval(poll);
     const c = sb.counters();
     const intervals = (at: number[]) => at.slice(1).map((t, i) => t - (at[i] as number));
+    // Counted up to the run's scheduled end (the load generator may wait for stragglers after it).
+    const tokenAtD = tokenAt.filter((t) => t <= T.sustained);
+    const partnerAtD = partnerAt.filter((t) => t <= T.sustained);
     // The run's scheduled length (the load generator may wait for stragglers after it).
     const D = T.sustained;
     const tokenLifetimes = D / SUSTAINED.tokenTtlS;
@@ -383,16 +388,17 @@ export async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained>
       errors: r.non2xx + r.errors + r.timeouts,
       p50: r.p50,
       p99: r.p99,
-      tokenRequests: c.token.total,
+      tokenRequests: tokenAtD.length,
       tokenLifetimes,
-      tokenPerLifetime: c.token.total / tokenLifetimes,
+      tokenPerLifetime: tokenAtD.length / tokenLifetimes,
       tokenIntervalMedianS: median(intervals(tokenAt)),
       tokenIntervalMinS: Math.min(...intervals(tokenAt)),
-      partnerRequests: c.vehicles.total,
+      partnerRequests: partnerAtD.length,
       ttls,
-      partnerPerTtl: c.vehicles.total / ttls,
+      partnerPerTtl: partnerAtD.length / ttls,
       partnerIntervalMedianS: median(intervals(partnerAt)),
       partner401: c.vehicles.byStatus["401"] ?? 0,
+      reconnects: r.reconnects,
       failures: r.failures,
       notices: w.notices().map((n) => `+${((n.atMs - t0) / 1000).toFixed(2)} s ${n.line}`),
     };

@@ -75,7 +75,10 @@ export interface Workerd {
   urls: { gateway: string; baseline?: string; naive?: string };
   /** CPU seconds (user + system, every thread) workerd has used so far. */
   cpuSeconds(): number;
-  /** Log lines workerd printed that are not `"level":"info"` (warnings, errors, anything else), with when (ms). */
+  /**
+   * Log lines workerd printed that are not `"level":"info"` (warnings, errors, anything else), and
+   * request lines that took a second or more, with when they were printed (performance.now() ms).
+   */
   notices(): { atMs: number; line: string }[];
   dispose(): Promise<void>;
 }
@@ -148,7 +151,8 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
     workers,
     logRequests: false,
     // The gateway logs one JSON line per request (its real cost in workerd is kept): info lines
-    // are dropped here, anything else is kept (bounded) to say what went wrong in a run.
+    // are dropped here unless slow (1 s or more), anything else is kept (bounded) to say what
+    // went wrong in a run.
     handleRuntimeStdio(stdout: Readable, stderr: Readable) {
       for (const stream of [stdout, stderr]) {
         let rest = "";
@@ -156,7 +160,8 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
           const lines = (rest + d.toString()).split("\n");
           rest = lines.pop() ?? "";
           for (const line of lines) {
-            if (line.trim() === "" || line.includes('"level":"info"')) continue;
+            if (line.trim() === "") continue;
+            if (line.includes('"level":"info"') && Number(/"durationMs":(\d+)/.exec(line)?.[1] ?? 0) < 1000) continue;
             if (notices.length < 200) notices.push({ atMs: performance.now(), line: line.slice(0, 500) });
           }
         });
