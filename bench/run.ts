@@ -715,7 +715,10 @@ async function main(): Promise<void> {
       ["sustained", su],
     ] as const) {
       for (const f of run.failures) console.log(`${name}: failure ${JSON.stringify(f)}`);
-      for (const n of run.notices.slice(0, 10)) console.log(`${name}: gateway said ${n}`);
+      const slow = run.notices.filter((n) => n.includes('"level":"info"'));
+      if (slow.length > 0) console.log(`${name}: ${slow.length} requests took 1 s or more (in latest.json)`);
+      for (const n of run.notices.filter((x) => !slow.includes(x)).slice(0, 10))
+        console.log(`${name}: gateway said ${n}`);
     }
 
     const resultsDir = join(ROOT, "bench/results");
