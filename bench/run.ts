@@ -507,14 +507,14 @@ async function main(): Promise<void> {
       { id: "baseline", label: "baseline: bare Worker, same bytes", url: `${b}/full` },
       {
         id: "baseline-constant",
-        label: "  bare Worker, one long-lived string",
+        label: "· bare Worker, one long-lived string",
         url: `${b}/full/constant`,
         profile: true,
       },
-      { id: "baseline-vin", label: "  bare Worker, one vehicle's bytes", url: `${b}/vin`, profile: true },
+      { id: "baseline-vin", label: "· bare Worker, one vehicle's bytes", url: `${b}/vin`, profile: true },
       {
         id: "baseline-cache",
-        label: "  bare Worker, Cache API hit, same bytes",
+        label: "· bare Worker, Cache API hit, same bytes",
         url: `${b}/full/cache`,
         profile: true,
       },
@@ -523,11 +523,11 @@ async function main(): Promise<void> {
       { id: "memory-near", label: "memory: near, 1.5 km", url: `${g}/v1/vehicles?${NEAR}`, expect: memory },
       { id: "memory-vin", label: "memory: /v1/vehicles/{vin}", url: `${g}/v1/vehicles/${vin}`, expect: memory },
       { id: "cache-full", label: "Cache API: full fleet", url: `${g}/v1/vehicles`, ...cache },
-      { id: "cache-vin", label: "  Cache API: one vehicle", url: `${g}/v1/vehicles/${vin}`, ...cache, profile: true },
+      { id: "cache-vin", label: "· Cache API: one vehicle", url: `${g}/v1/vehicles/${vin}`, ...cache, profile: true },
       { id: "object-full", label: "Durable Object: full fleet", url: `${g}/v1/vehicles`, ...object },
       {
         id: "object-vin",
-        label: "  Durable Object: one vehicle",
+        label: "· Durable Object: one vehicle",
         url: `${g}/v1/vehicles/${vin}`,
         ...object,
         profile: true,
@@ -632,7 +632,7 @@ async function main(): Promise<void> {
       ],
       ["L2: local Cache API read + buildSnapshot", cpuOf("cache-vin") - cpuOf("memory-vin"), "cache-vin − memory-vin"],
       ["L3: Durable Object RPC + buildSnapshot", cpuOf("object-vin") - cpuOf("memory-vin"), "object-vin − memory-vin"],
-      ["  of which buildSnapshot (2,000), in Node", nodeUs("buildSnapshot (2,000): an L1 miss"), "bench/cpu.ts"],
+      ["· of which buildSnapshot (2,000), in Node", nodeUs("buildSnapshot (2,000): an L1 miss"), "bench/cpu.ts"],
     ];
     const profileTable = table(
       ["where workerd's CPU goes (per request)", "µs", "from"],
