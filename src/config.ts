@@ -38,6 +38,8 @@ export interface Config {
   apiKeys: ReadonlySet<string> | undefined;
   /** Durable Object location hint for the gateway object. */
   gatewayLocationHint: string | undefined;
+  /** `all`: one log line per request; `errors`: only answers >= 400 and stale ones. */
+  logRequests: "all" | "errors";
 }
 
 /** Names and defaults, for the README's config table and for errors. */
@@ -191,6 +193,9 @@ export function parseConfig(env: Env): Config {
   if (hint !== undefined && !LOCATION_HINTS.includes(hint))
     bad("GATEWAY_LOCATION_HINT", `must be one of ${LOCATION_HINTS.join(", ")}`);
 
+  const logRaw = str("LOG_REQUESTS") ?? "all";
+  if (logRaw !== "all" && logRaw !== "errors") bad("LOG_REQUESTS", "must be all or errors");
+
   const config: Config = {
     tokenUrl,
     apiUrl,
@@ -209,6 +214,7 @@ export function parseConfig(env: Env): Config {
     corsOrigins,
     apiKeys,
     gatewayLocationHint: hint,
+    logRequests: logRaw === "errors" ? "errors" : "all",
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -165,3 +165,34 @@ describe("configuration errors", () => {
     expect(calls.logs.join("\n")).not.toContain(SECRET);
   });
 });
+
+describe("request logs (LOG_REQUESTS)", () => {
+  it("all: one JSON line per request with route, status, tier and Cache-Status", async () => {
+    const { get, calls } = setup({});
+    await get("/v1/vehicles?limit=1");
+    await get("/v1/vehicles?limit=1");
+    await get("/v1/vehicles?bbox=x");
+    const lines = calls.logs.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.event === "request");
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatchObject({ route: "/v1/vehicles", status: 200, tier: "gateway" });
+    expect(lines[1]).toMatchObject({
+      status: 200,
+      tier: "memory",
+      cacheStatus: expect.stringMatching(/^gateway-memory; hit/),
+    });
+    expect(lines[2]).toMatchObject({ status: 400 });
+    for (const l of lines) expect(l.requestId).toEqual(expect.any(String));
+  });
+
+  it("errors: only answers >= 400 are logged", async () => {
+    const { get, calls } = setup({ LOG_REQUESTS: "errors" });
+    await get("/v1/vehicles?limit=1");
+    await get("/v1/vehicles?bbox=x");
+    await get("/nope");
+    const statuses = calls.logs
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === "request")
+      .map((l) => l.status);
+    expect(statuses).toEqual([400, 404]);
+  });
+});

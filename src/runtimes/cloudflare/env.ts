@@ -18,4 +18,5 @@ export interface Env {
   GATEWAY_LOCATION_HINT?: string;
   ALLOW_TIER_BYPASS?: string;
   WARMUP_INTERVAL_S?: string;
+  LOG_REQUESTS?: string;
 }

@@ -32,6 +32,7 @@ const CONFIG: Config = {
   corsOrigins: [],
   apiKeys: undefined,
   gatewayLocationHint: undefined,
+  logRequests: "all",
 };
 
 type Reply = Response | Error | ((req: Request) => Response | Promise<Response>);
