@@ -125,6 +125,8 @@ function gatewayBindings(sb: Sandbox, extra: Record<string, string> = {}): Recor
     GATEWAY_LOCATION_HINT: "weur",
     // Benchmarks only: lets `x-gateway-bypass` reach the lower tiers.
     ALLOW_TIER_BYPASS: "true",
+    // The production default is `all`; `BENCH_LOG_REQUESTS=errors npm run bench` measures without the line.
+    LOG_REQUESTS: process.env.BENCH_LOG_REQUESTS ?? "all",
     ...extra,
   };
 }
