@@ -9,11 +9,15 @@ const FETCHED_AT = "x-gateway-fetched-at";
 const DROPPED = "x-gateway-dropped";
 const COUNT = "x-gateway-count";
 
-/** The L2 key: the normalized *upstream* request, never the client's query (no cache-busting). */
-export function snapshotCacheKey(apiUrl: string, clientIdHash: string): string {
+/**
+ * The L2 key: the normalized *upstream* request, never the client's query (no cache-busting),
+ * and the version of the representation stored under it (entries of another version are never read).
+ */
+export function snapshotCacheKey(apiUrl: string, clientIdHash: string, version: string): string {
   const u = new URL("https://snapshot.gateway.invalid/v1/partner-vehicles");
   u.searchParams.set("api", apiUrl);
   u.searchParams.set("client", clientIdHash);
+  u.searchParams.set("v", version);
   return u.href;
 }
 

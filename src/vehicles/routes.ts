@@ -6,9 +6,10 @@ import { type Context, Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { waitUntilOf } from "../app.ts";
 import type { Config } from "../config.ts";
+import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
-import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
-import { queryVehicles, serializeVehicles } from "./snapshot.ts";
+import { canonicalQueryKey, hasFilters, parseVehicleQuery, parseVin } from "./query.ts";
+import { queryVehicles, serializeFullList, serializeVehicles } from "./snapshot.ts";
 import { loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
@@ -19,11 +20,17 @@ function bypassOf(c: Context<AppEnv>): { memory?: boolean; cache?: boolean } | u
   return { memory: parts.includes("memory"), cache: parts.includes("cache") };
 }
 
-async function serve(c: Context<AppEnv>): Promise<Served> {
+async function serve(c: Context<AppEnv>, needsSnapshot?: (envelope: SnapshotEnvelope) => boolean): Promise<Served> {
   const deps = c.env.deps;
   const config = c.get("config");
   const bypass = bypassOf(c);
-  const s = await loadSnapshot({ deps, config, waitUntil: waitUntilOf(c), ...(bypass ? { bypass } : {}) });
+  const s = await loadSnapshot({
+    deps,
+    config,
+    waitUntil: waitUntilOf(c),
+    ...(bypass ? { bypass } : {}),
+    ...(needsSnapshot ? { needsSnapshot } : {}),
+  });
   const counters = deps.memory.counters;
   if (s.tier === "memory") counters.memoryHits++;
   else if (s.tier === "cache") counters.cacheHits++;
@@ -92,11 +99,18 @@ export function vehicleRoutes(): Hono<AppEnv> {
     // Parse before any tier is touched: bad input costs nothing upstream. The raw query string, so
     // its length is checked as sent (`?&&&…` parses to nothing, `%41` to one character).
     const query = parseVehicleQuery(new URL(c.req.url).search, { maxLimit: config.vehiclesMaxLimit });
-    const s = await serve(c);
-    const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
+    // The full list (no filter, a limit of at least the count) is the stored text spliced into
+    // the wrapper: an L2 hit then needs no parse. HEAD sends no body, and a 304 needs only the ETag.
+    const filtered = hasFilters(query);
+    const full = (env: SnapshotEnvelope) => !filtered && query.limit >= env.count;
+    const head = c.req.method === "HEAD";
+    const s = await serve(c, (env) => !head && !full(env));
+    const etag = viewEtag(s.envelope.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
     return respond(c, s, etag, () => {
-      const result = queryVehicles(s.snapshot, query);
-      return serializeVehicles(s.snapshot, result, { stale: s.stale, query });
+      if (full(s.envelope)) return serializeFullList(s.envelope, { stale: s.stale });
+      const snapshot = s.snapshot();
+      const result = queryVehicles(snapshot, query);
+      return serializeVehicles(snapshot, result, { stale: s.stale, query });
     });
   });
 
@@ -106,10 +120,11 @@ export function vehicleRoutes(): Hono<AppEnv> {
     }
     const vin = parseVin(c.req.param("vin"));
     const s = await serve(c);
-    const vehicle = s.snapshot.byVin.get(vin);
+    const snapshot = s.snapshot();
+    const vehicle = snapshot.byVin.get(vin);
     if (!vehicle) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
-    const body = JSON.stringify({ vehicle, fetchedAt: new Date(s.snapshot.fetchedAt).toISOString(), stale: s.stale });
-    return respond(c, s, viewEtag(s.snapshot.etag, `vin=${vin}|stale=${s.stale}`), () => body);
+    const body = JSON.stringify({ vehicle, fetchedAt: new Date(snapshot.fetchedAt).toISOString(), stale: s.stale });
+    return respond(c, s, viewEtag(snapshot.etag, `vin=${vin}|stale=${s.stale}`), () => body);
   });
 
   return r;

@@ -266,10 +266,23 @@ export function serializeVehicles(
   // `query` is accepted but not needed: the full list is recognized by identity.
   opts: { stale: boolean; query?: VehicleQuery },
 ): string {
+  return listBody(listText(snapshot, result), result.vehicles.length, result.total, snapshot.fetchedAt, opts.stale);
+}
+
+function listBody(list: string, count: number, total: number, fetchedAt: number, stale: boolean): string {
   return (
-    `{"vehicles":${listText(snapshot, result)},"count":${result.vehicles.length},"total":${result.total},` +
-    `"fetchedAt":"${new Date(snapshot.fetchedAt).toISOString()}","stale":${opts.stale ? "true" : "false"}}`
+    `{"vehicles":${list},"count":${count},"total":${total},` +
+    `"fetchedAt":"${new Date(fetchedAt).toISOString()}","stale":${stale ? "true" : "false"}}`
   );
+}
+
+/**
+ * The unfiltered, unlimited `GET /v1/vehicles` body straight from stored text (an L2 hit, not
+ * parsed): byte for byte what `serializeVehicles` gives for the full list of the same snapshot.
+ * `envelope.body` must be checked, allow-listed text (Served.envelope) and `count` its length.
+ */
+export function serializeFullList(envelope: SnapshotEnvelope, opts: { stale: boolean }): string {
+  return listBody(envelope.body, envelope.count, envelope.count, envelope.fetchedAt, opts.stale);
 }
 
 /** The JSON body of `GET /v1/vehicles/{vin}`: `{ vehicle, fetchedAt, stale }`. */

@@ -9,7 +9,13 @@ import {
   VehicleListSchema,
   VehicleResponseSchema,
 } from "../../../src/vehicles/schema.ts";
-import { buildSnapshot, queryVehicles, serializeVehicle, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
+import {
+  buildSnapshot,
+  queryVehicles,
+  serializeFullList,
+  serializeVehicle,
+  serializeVehicles,
+} from "../../../src/vehicles/snapshot.ts";
 import { haversineM } from "../../../src/vehicles/spatial-index.ts";
 
 const VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
@@ -99,6 +105,23 @@ function randomQuery(): string {
   if (rnd() < 0.4) parts.push(`limit=${1 + Math.floor(rnd() * 60)}`);
   return parts.join("&");
 }
+
+describe("serializeFullList (an L2 hit served from its text)", () => {
+  it("is byte for byte what serializeVehicles gives for the full list, fresh and stale, empty or not", () => {
+    for (const vehicles of [fleet, fleet.slice(0, 1), []]) {
+      const env = envelopeOf(vehicles);
+      const s = buildSnapshot(env);
+      for (const stale of [false, true]) {
+        for (const limit of [vehicles.length, MAX]) {
+          const q = parseVehicleQuery(limit === MAX ? "" : `?limit=${Math.max(1, limit)}`, { maxLimit: MAX });
+          if (q.limit < vehicles.length) continue;
+          const expected = serializeVehicles(s, queryVehicles(s, q), { stale, query: q });
+          expect(serializeFullList(env, { stale })).toBe(expected);
+        }
+      }
+    }
+  });
+});
 
 describe("buildSnapshot", () => {
   it("parses the body once: VIN map, index, fetchedAt and etag", () => {
