@@ -110,7 +110,10 @@ describe("the L2 key", () => {
   it("an entry written under another allow-list version is never read: the request goes to the gateway", async () => {
     const t = setup();
     const leaky = JSON.stringify(vehicles.map((v) => ({ ...v, fuelCardPin: "1234" })));
-    await t.putL2(envelope(Date.now(), leaky), tierCacheKey(t.config, allowListVersion([...VEHICLE_FIELDS, "fuelCardPin"])));
+    await t.putL2(
+      envelope(Date.now(), leaky),
+      tierCacheKey(t.config, allowListVersion([...VEHICLE_FIELDS, "fuelCardPin"])),
+    );
     const res = await t.get("/v1/vehicles");
     expect(res.status).toBe(200);
     expect(res.headers.get("cache-status")).toContain("gateway-object");
