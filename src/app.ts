@@ -2,6 +2,7 @@
  * createApp: the Hono app, with no runtime imports. Everything platform-shaped arrives in
  * `c.env.deps` (per isolate) and `c.executionCtx` (per request).
  */
+
 import { Hono, type MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
@@ -9,6 +10,7 @@ import { type Config, ConfigError } from "./config.ts";
 import type { Deps } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
+import { sha256Hex } from "./http/upstream.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
 export interface AppEnv {
@@ -44,8 +46,7 @@ function safeEqual(a: string, b: string): boolean {
 
 /** A non-reversible tag of an API key: rate-limit buckets per key, never the key in a log or counter. */
 async function keyTag(key: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(key));
-  return [...new Uint8Array(digest, 0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return (await sha256Hex(key)).slice(0, 16);
 }
 
 export function createApp(): Hono<AppEnv> {

@@ -3,8 +3,10 @@
  * the caller used) and its HTML rendering. Both are built once per isolate and origin and kept
  * as plain strings; neither touches the partner.
  */
+
 import { Hono } from "hono";
 import type { AppEnv } from "../app.ts";
+import { fnv1a32 } from "../hash.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";
 
@@ -28,9 +30,7 @@ const rendered = new Map<string, Rendered>();
 let styleHash: string | undefined;
 
 function fnv1a(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return `W/"${h.toString(16).padStart(8, "0")}-${s.length.toString(36)}"`;
+  return `W/"${fnv1a32(s).toString(16).padStart(8, "0")}-${s.length.toString(36)}"`;
 }
 
 function renderedFor(origin: string, maxLimit: number): Rendered {

@@ -2,12 +2,14 @@
  * GET|HEAD /v1/vehicles and /v1/vehicles/{vin}: filters are computed here, at the edge, over the
  * cached snapshot; they are never sent to the partner and never part of a shared cache key.
  */
+
 import { type Context, Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { waitUntilOf } from "../app.ts";
 import type { Config } from "../config.ts";
 import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
+import { fnv1a32 } from "../hash.ts";
 import { canonicalQueryKey, hasFilters, parseVehicleQuery, parseVin } from "./query.ts";
 import { queryVehicles, serializeFullList, serializeVehicles } from "./snapshot.ts";
 import { loadSnapshot, type Served } from "./tiers.ts";
@@ -86,9 +88,7 @@ function respond(c: Context<AppEnv>, s: Served, etag: string, body: () => string
 
 /** A weak validator for a filtered view: the snapshot's validator and the canonical query. */
 function viewEtag(snapshotEtag: string, view: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < view.length; i++) h = Math.imul(h ^ view.charCodeAt(i), 0x01000193) >>> 0;
-  return `W/"${snapshotEtag.replace(/^W\//, "").replaceAll('"', "")}-${h.toString(16)}"`;
+  return `W/"${snapshotEtag.replace(/^W\//, "").replaceAll('"', "")}-${fnv1a32(view).toString(16)}"`;
 }
 
 export function vehicleRoutes(): Hono<AppEnv> {

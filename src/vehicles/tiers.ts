@@ -12,6 +12,7 @@ import { envelopeToResponse, responseToEnvelope, snapshotCacheKey } from "../cac
 import type { Config } from "../config.ts";
 import type { Deps, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo } from "../errors.ts";
+import { fnv1a32 } from "../hash.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
 import { buildSnapshot, type Snapshot } from "./snapshot.ts";
 
@@ -90,9 +91,7 @@ export interface TierContext {
 
 /** A short, non-reversible tag for the client id (it is configured as a secret). */
 function fnv1a(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h.toString(16).padStart(8, "0");
+  return fnv1a32(s).toString(16).padStart(8, "0");
 }
 
 /**
