@@ -11,7 +11,7 @@ import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
 import { canonicalQueryKey, hasFilters, parseVehicleQuery, parseVin } from "./query.ts";
-import { queryVehicles, serializeFullList, serializeVehicles } from "./snapshot.ts";
+import { queryVehicles, serializeFullList, serializeVehicle, serializeVehicles } from "./snapshot.ts";
 import { loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
@@ -123,8 +123,9 @@ export function vehicleRoutes(): Hono<AppEnv> {
     const snapshot = s.snapshot();
     const vehicle = snapshot.byVin.get(vin);
     if (!vehicle) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
-    const body = JSON.stringify({ vehicle, fetchedAt: new Date(snapshot.fetchedAt).toISOString(), stale: s.stale });
-    return respond(c, s, viewEtag(snapshot.etag, `vin=${vin}|stale=${s.stale}`), () => body);
+    return respond(c, s, viewEtag(snapshot.etag, `vin=${vin}|stale=${s.stale}`), () =>
+      serializeVehicle(snapshot, vehicle, { stale: s.stale }),
+    );
   });
 
   return r;
