@@ -83,10 +83,14 @@ export interface TokenStatus {
   forcedRefreshes: number;
 }
 
-/** A redacted vehicle snapshot as it travels from the gateway object to the Worker and into the Cache API. */
+/**
+ * A redacted vehicle snapshot as it travels from the gateway object to the Worker and into the
+ * Cache API: the prepared form (src/vehicles/prepared.ts), built once by the object, loaded by
+ * every isolate without parsing the fleet.
+ */
 export interface SnapshotEnvelope {
-  /** JSON text of the redacted vehicle array (allow-listed fields only). */
-  body: string;
+  /** The prepared snapshot: JSON text of the redacted vehicles plus typed-array columns and index. */
+  data: Uint8Array;
   /** Epoch ms at which the partner answered. */
   fetchedAt: number;
   /** Strong validator of `body` (quoted, RFC 9110 §8.8.3). */
@@ -156,21 +160,59 @@ export interface Deps {
 
 /** Hits and misses per tier, as seen by one isolate (reported by /health). */
 export interface TierCounters {
+  /** Answers from isolate memory (L1), including those that waited for another request's fill. */
   memoryHits: number;
+  /** Answers whose snapshot this request read from the Cache API (L2). */
   cacheHits: number;
+  /** Calls to the gateway object (L3) for a snapshot. */
   gatewayCalls: number;
+  /** Cache API reads of a snapshot body (one per fill that found an entry). */
+  cacheReads: number;
+  /** L1 loads: a snapshot version made ready in this isolate. */
+  fills: number;
+  /** Requests that waited for a fill started by another request (one transfer for all of them). */
+  joined: number;
+  /** Fills taken over from a request that did not finish within the deadline. */
+  takeovers: number;
   staleServed: number;
   notModified: number;
 }
 
+/** A fill of L1 under way in this isolate: plain values only (never a promise shared across requests). */
+export interface FillState {
+  /** Sequence number of this fill. */
+  seq: number;
+  /** Epoch ms at which it started. */
+  startedAt: number;
+}
+
 export interface IsolateMemory {
-  /** The parsed snapshot (L1): plain values only. */
+  /** The loaded snapshot (L1): immutable typed arrays over one buffer. */
   snapshot?: unknown;
   /** Epoch ms until which a background revalidation is already under way in this isolate. */
   revalidatingUntil?: number;
+  /** The fill under way, if any: concurrent cold requests wait for it on their own timers. */
+  fill?: FillState;
+  /** Last fill sequence number handed out. */
+  fillSeq: number;
+  /** How the last finished fill ended: its error, for the requests that waited on it. */
+  lastFill?: { seq: number; error?: ErrorInfo };
   counters: TierCounters;
 }
 
 export function newIsolateMemory(): IsolateMemory {
-  return { counters: { memoryHits: 0, cacheHits: 0, gatewayCalls: 0, staleServed: 0, notModified: 0 } };
+  return {
+    fillSeq: 0,
+    counters: {
+      memoryHits: 0,
+      cacheHits: 0,
+      gatewayCalls: 0,
+      cacheReads: 0,
+      fills: 0,
+      joined: 0,
+      takeovers: 0,
+      staleServed: 0,
+      notModified: 0,
+    },
+  };
 }

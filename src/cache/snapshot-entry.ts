@@ -23,9 +23,9 @@ export function snapshotCacheKey(apiUrl: string, clientIdHash: string, version: 
 
 /** A cacheable Response for the envelope; kept for ttl + stale seconds at most. */
 export function envelopeToResponse(env: SnapshotEnvelope, keepS: number): Response {
-  return new Response(env.body, {
+  return new Response(env.data as Uint8Array<ArrayBuffer>, {
     headers: {
-      "content-type": "application/json",
+      "content-type": "application/octet-stream",
       // `public` and a max-age: cache.put silently skips private/no-store responses.
       "cache-control": `public, max-age=${Math.max(1, Math.ceil(keepS))}`,
       etag: env.etag,
@@ -36,14 +36,29 @@ export function envelopeToResponse(env: SnapshotEnvelope, keepS: number): Respon
   });
 }
 
-/** The envelope back from a cached Response; undefined if the entry is not ours or is damaged. */
-export async function responseToEnvelope(res: Response): Promise<SnapshotEnvelope | undefined> {
+/** An entry's metadata, read from its headers before its body (so a useless entry is never read). */
+export interface EntryMeta {
+  fetchedAt: number;
+  etag: string;
+  count: number;
+  dropped: number;
+}
+
+/** The metadata of a cached Response; undefined if the entry is not ours. */
+export function entryMeta(res: Response): EntryMeta | undefined {
   const fetchedAt = Number(res.headers.get(FETCHED_AT));
   const etag = res.headers.get("etag");
   const count = Number(res.headers.get(COUNT));
-  if (!Number.isFinite(fetchedAt) || fetchedAt <= 0 || !etag || !Number.isInteger(count)) {
+  if (!Number.isFinite(fetchedAt) || fetchedAt <= 0 || !etag || !Number.isInteger(count)) return undefined;
+  return { fetchedAt, etag, count, dropped: Number(res.headers.get(DROPPED)) || 0 };
+}
+
+/** The envelope back from a cached Response; undefined if the entry is not ours. */
+export async function responseToEnvelope(res: Response): Promise<SnapshotEnvelope | undefined> {
+  const meta = entryMeta(res);
+  if (!meta) {
     await res.body?.cancel();
     return undefined;
   }
-  return { body: await res.text(), fetchedAt, etag, count, dropped: Number(res.headers.get(DROPPED)) || 0 };
+  return { ...meta, data: new Uint8Array(await res.arrayBuffer()) };
 }

@@ -22,6 +22,7 @@ import type {
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { CircuitBreaker } from "../partner/circuit-breaker.ts";
 import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
+import type { Vehicle } from "../vehicles/schema.ts";
 import { SnapshotService } from "./snapshot-service.ts";
 
 /** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
@@ -93,7 +94,8 @@ export class Gateway implements SnapshotSource {
           tokenMs: r.timings.tokenMs,
           partnerMs: r.timings.partnerMs,
         });
-        return { vehicles: r.vehicles, dropped: r.dropped };
+        // parseBody is parsePartnerBody (or a test's stand-in): validated, redacted, VIN order.
+        return { vehicles: r.vehicles as Vehicle[], dropped: r.dropped };
       } catch (err) {
         // Only a call that reached the partner counts: a breaker refusal or a token failure sent nothing.
         // The snapshot service runs one fetch at a time, so the counter delta is this call's own.

@@ -81,7 +81,7 @@ function errors(...statuses: string[]): Record<string, object> {
 }
 
 function parameter(p: QueryParameter<unknown>, where: "query" | "path", mode: "input" | "output"): object {
-  const schema = jsonSchema(p.schema, { typeMode: mode });
+  const schema = jsonSchema(p.schema, { typeMode: p.opaque ? "input" : mode });
   if (p.default !== undefined) schema.default = p.default as JsonSchema["default"];
   const list = p.list ? { style: "form", explode: false } : {};
   return { name: p.name, in: where, required: where === "path", description: p.description, ...list, schema };
@@ -112,9 +112,10 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
   };
   const security = [{ apiKey: [] }, {}];
 
+  const listHeaders = { ...CACHE_HEADERS, Link: header("Link") };
   const listOk = {
     description: "Vehicles matching the filters.",
-    headers: CACHE_HEADERS,
+    headers: listHeaders,
     content: json("VehicleList"),
   };
   const notModified = { description: "Not modified (If-None-Match matched).", headers: CACHE_HEADERS };
@@ -123,12 +124,12 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
     operationId: method === "get" ? "listVehicles" : "headVehicles",
     summary: method === "get" ? "List vehicles, filtered at the edge" : "Headers of GET /v1/vehicles",
     description:
-      "Served from the gateway's cached, redacted snapshot; filters never reach the partner. Without `near` the order is by VIN.",
+      'Served from the gateway\'s cached, redacted snapshot; filters never reach the partner. Without `near` the order is by VIN, in pages of `limit`: follow `next` (or `Link: rel="next"`) until it is absent. Across a snapshot change a walk still returns no vehicle twice and skips none that is in both snapshots (the cursor is a position in VIN order). With `near`: the nearest `limit`, no further pages.',
     tags: ["vehicles"],
     security,
     parameters: [...params, ifNoneMatch],
     responses: {
-      "200": method === "get" ? listOk : { description: listOk.description, headers: CACHE_HEADERS },
+      "200": method === "get" ? listOk : { description: listOk.description, headers: listHeaders },
       "304": notModified,
       ...listErrors,
     },
@@ -221,6 +222,11 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
       },
       responses: Object.fromEntries(Object.keys(PROBLEM_RESPONSES).map((s) => [`Problem${s}`, problemResponse(s)])),
       headers: {
+        Link: {
+          description:
+            'RFC 8288: `<…>; rel="next"`, the next page (the same URL reference as `next` in the body); absent on the last page.',
+          schema: { type: "string" },
+        },
         "Cache-Status": {
           description:
             "RFC 9211: which tiers (isolate memory, data-centre cache, gateway object) answered, hit or forward, and the TTL left.",

@@ -29,6 +29,8 @@ export interface VehicleQuery {
   seats?: readonly number[];
   /** 1..maxLimit; maxLimit when absent. */
   limit: number;
+  /** Pagination: only vehicles whose VIN sorts after this one (decoded from the opaque `cursor`). */
+  after?: string;
 }
 
 // A plain decimal: no hex, exponents, `Infinity`, blanks or empty strings, which Number() would take.
@@ -123,6 +125,31 @@ const limitSchema = (maxLimit: number) =>
     v.maxValue(maxLimit),
   );
 
+/**
+ * The opaque `cursor` of a next page: base64url of `v1:` and the last VIN served. Opaque to clients
+ * (they follow `next` or `Link: rel="next"`), and versioned so its meaning can change later.
+ */
+export function encodeCursor(lastVin: string): string {
+  return btoa(`v1:${lastVin}`).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function decodeCursor(s: string): string {
+  try {
+    const text = atob(s.replace(/-/g, "+").replace(/_/g, "/"));
+    return text.startsWith("v1:") ? text.slice(3) : "";
+  } catch {
+    return "";
+  }
+}
+
+const cursorSchema = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9_-]{1,64}$/),
+  v.transform(decodeCursor),
+  v.regex(VIN_PATTERN),
+  v.examples(["djE6V01FNDUzMzkxMUsxMjM0NTY"]),
+);
+
 /** One query parameter: its wire form is a string, `schema` parses it into its typed value. */
 export interface QueryParameter<T> {
   name: string;
@@ -135,6 +162,8 @@ export interface QueryParameter<T> {
   list?: boolean;
   /** OpenAPI `default`, when there is one. */
   default?: unknown;
+  /** Opaque to clients: documented by its wire form, not by what it decodes to. */
+  opaque?: boolean;
 }
 
 const param = <T>(p: QueryParameter<T>): QueryParameter<T> => p;
@@ -198,6 +227,14 @@ function buildParameters(maxLimit: number) {
       default: maxLimit,
       description: `At most this many vehicles (1 to ${maxLimit}; default ${maxLimit}). \`total\` counts every match.`,
       expected: `limit must be a whole number from 1 to ${maxLimit}`,
+    }),
+    cursor: param({
+      name: "cursor",
+      schema: cursorSchema,
+      opaque: true,
+      description:
+        'Opaque position of the next page, from `next` (or `Link: rel="next"`) of the previous page: vehicles in VIN order after the last one served. Not with `near`.',
+      expected: "cursor must be the value given in next of a previous page (and cannot be combined with near)",
     }),
   } as const;
 }
@@ -274,6 +311,12 @@ export function parseVehicleQuery(search: string | URLSearchParams, opts: { maxL
   if (transmission) q.transmission = transmission;
   const seats = get(table.seats);
   if (seats) q.seats = uniqueSorted(seats);
+  const after = get(table.cursor);
+  if (after !== undefined) {
+    // `near` answers are ordered by distance, which moves with the fleet: no stable next page.
+    if (q.near) throw invalid("cursor", table.cursor.expected);
+    q.after = after;
+  }
   return q;
 }
 
@@ -303,6 +346,7 @@ export function canonicalQueryKey(q: VehicleQuery): string {
   if (q.near) parts.push(`near=${q.near.lat},${q.near.lon}`, `radius=${q.near.radiusM}`);
   if (q.seats) parts.push(`seats=${q.seats.join(",")}`);
   if (q.transmission) parts.push(`transmission=${q.transmission}`);
+  if (q.after !== undefined) parts.push(`cursor=${encodeCursor(q.after)}`);
   return parts.join("&");
 }
 

@@ -7,11 +7,11 @@ import { type Context, Hono } from "hono";
 import type { AppEnv } from "../app.ts";
 import { waitUntilOf } from "../app.ts";
 import type { Config } from "../config.ts";
-import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
-import { canonicalQueryKey, hasFilters, parseVehicleQuery, parseVin } from "./query.ts";
-import { queryVehicles, serializeFullList, serializeVehicle, serializeVehicles } from "./snapshot.ts";
+import { findVin } from "./prepared.ts";
+import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
+import { queryVehicles, serializeVehicle, serializeVehicles } from "./snapshot.ts";
 import { loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
@@ -22,7 +22,7 @@ function bypassOf(c: Context<AppEnv>): { memory?: boolean; cache?: boolean } | u
   return { memory: parts.includes("memory"), cache: parts.includes("cache") };
 }
 
-async function serve(c: Context<AppEnv>, needsSnapshot?: (envelope: SnapshotEnvelope) => boolean): Promise<Served> {
+async function serve(c: Context<AppEnv>): Promise<Served> {
   const deps = c.env.deps;
   const config = c.get("config");
   const bypass = bypassOf(c);
@@ -31,12 +31,9 @@ async function serve(c: Context<AppEnv>, needsSnapshot?: (envelope: SnapshotEnve
     config,
     waitUntil: waitUntilOf(c),
     ...(bypass ? { bypass } : {}),
-    ...(needsSnapshot ? { needsSnapshot } : {}),
   });
   const counters = deps.memory.counters;
   if (s.tier === "memory") counters.memoryHits++;
-  else if (s.tier === "cache") counters.cacheHits++;
-  else counters.gatewayCalls++;
   if (s.stale) counters.staleServed++;
   Object.assign(c.get("logFields"), {
     tier: s.tier,
@@ -64,7 +61,13 @@ function matches(ifNoneMatch: string | undefined, etag: string): boolean {
   return ifNoneMatch.split(",").some((t) => bare(t) === bare(etag));
 }
 
-function respond(c: Context<AppEnv>, s: Served, etag: string, body: () => string): Response {
+function respond(
+  c: Context<AppEnv>,
+  s: Served,
+  etag: string,
+  body: () => Uint8Array<ArrayBuffer>,
+  extra?: Record<string, string>,
+): Response {
   const config = c.get("config");
   const headers = new Headers({
     "cache-status": s.cacheStatus,
@@ -77,12 +80,15 @@ function respond(c: Context<AppEnv>, s: Served, etag: string, body: () => string
       ...(config.corsOrigins.length ? ["origin"] : []),
       ...(config.apiKeys ? ["x-api-key"] : []),
     ].join(", "),
+    ...extra,
   });
   if (matches(c.req.header("if-none-match"), etag)) {
     c.env.deps.memory.counters.notModified++;
     return new Response(null, { status: 304, headers });
   }
   headers.set("content-type", "application/json; charset=utf-8");
+  // HEAD: the same headers, no body built (RFC 9110 §9.3.2).
+  if (c.req.method === "HEAD") return new Response(null, { status: 200, headers });
   return new Response(body(), { status: 200, headers });
 }
 
@@ -99,19 +105,23 @@ export function vehicleRoutes(): Hono<AppEnv> {
     // Parse before any tier is touched: bad input costs nothing upstream. The raw query string, so
     // its length is checked as sent (`?&&&…` parses to nothing, `%41` to one character).
     const query = parseVehicleQuery(new URL(c.req.url).search, { maxLimit: config.vehiclesMaxLimit });
-    // The full list (no filter, a limit of at least the count) is the stored text spliced into
-    // the wrapper: an L2 hit then needs no parse. HEAD sends no body, and a 304 needs only the ETag.
-    const filtered = hasFilters(query);
-    const full = (env: SnapshotEnvelope) => !filtered && query.limit >= env.count;
-    const head = c.req.method === "HEAD";
-    const s = await serve(c, (env) => !head && !full(env));
-    const etag = viewEtag(s.envelope.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
-    return respond(c, s, etag, () => {
-      if (full(s.envelope)) return serializeFullList(s.envelope, { stale: s.stale });
-      const snapshot = s.snapshot();
-      const result = queryVehicles(snapshot, query);
-      return serializeVehicles(snapshot, result, { stale: s.stale, query });
-    });
+    const s = await serve(c);
+    const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
+    // The result (ids and the next cursor) is cheap; the body is built only for a GET that sends one.
+    const result = queryVehicles(s.snapshot, query);
+    const next =
+      result.lastVin === undefined
+        ? undefined
+        : `/v1/vehicles?${canonicalQueryKey({ ...query, after: result.lastVin })}`;
+    // RFC 8288: the next page, as a URI reference relative to this one.
+    const link = next === undefined ? undefined : { link: `<${next}>; rel="next"` };
+    return respond(
+      c,
+      s,
+      etag,
+      () => serializeVehicles(s.snapshot, result, { stale: s.stale, ...(next === undefined ? {} : { next }) }),
+      link,
+    );
   });
 
   r.get("/:vin", async (c) => {
@@ -120,11 +130,10 @@ export function vehicleRoutes(): Hono<AppEnv> {
     }
     const vin = parseVin(c.req.param("vin"));
     const s = await serve(c);
-    const snapshot = s.snapshot();
-    const vehicle = snapshot.byVin.get(vin);
-    if (!vehicle) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
-    return respond(c, s, viewEtag(snapshot.etag, `vin=${vin}|stale=${s.stale}`), () =>
-      serializeVehicle(snapshot, vehicle, { stale: s.stale }),
+    const i = findVin(s.snapshot, vin);
+    if (i < 0) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
+    return respond(c, s, viewEtag(s.snapshot.etag, `vin=${vin}|stale=${s.stale}`), () =>
+      serializeVehicle(s.snapshot, i, { stale: s.stale }),
     );
   });
 

@@ -107,6 +107,14 @@ export const VehicleListSchema = v.pipe(
     ),
     fetchedAt: v.pipe(v.string(), v.isoTimestamp(), v.description("When the partner API produced this data.")),
     stale: v.pipe(v.boolean(), v.description("True when served past freshness (the partner is slow or failing).")),
+    next: v.optional(
+      v.pipe(
+        v.string(),
+        v.description(
+          'The next page (a URL reference, the same as the `Link: rel="next"` header); present only while more vehicles match.',
+        ),
+      ),
+    ),
   }),
   v.title("VehicleList"),
 );

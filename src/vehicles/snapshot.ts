@@ -1,168 +1,68 @@
 /**
- * A snapshot in isolate memory: the redacted vehicles parsed once, a VIN map and the spatial
- * index, so each request only filters, projects and serializes. Built once per snapshot per
- * isolate (on an L1 miss), never per request.
+ * Queries and answers over a prepared snapshot (prepared.ts). A query reads the typed-array
+ * columns and the prebuilt index; an answer is a copy of byte ranges of the snapshot's JSON text,
+ * never a JSON.stringify of vehicles and never a UTF-8 encoding of the fleet. So a request costs
+ * in proportion to what it returns: the fleet's size only enters through the filters that scan
+ * a column.
  */
-import type { SnapshotEnvelope } from "../deps.ts";
-import { AppError } from "../errors.ts";
-import { hasFilters, type VehicleQuery } from "./query.ts";
-import { redactVehicles, VEHICLE_FIELDS, type Vehicle, type VehicleWithDistance, VIN_PATTERN } from "./schema.ts";
-import { SpatialIndex } from "./spatial-index.ts";
 
-/** The parsed snapshot. Plain data plus an immutable index: safe to keep in isolate memory. */
-export interface Snapshot {
-  /** Served order: VIN ascending (as `redactVehicles` emits). */
-  readonly vehicles: readonly Vehicle[];
-  readonly byVin: ReadonlyMap<string, Vehicle>;
-  readonly index: SpatialIndex;
-  /** Epoch ms at which the partner answered. */
-  readonly fetchedAt: number;
-  /** Strong validator of `body`. */
-  readonly etag: string;
-  /** JSON text of `vehicles`: the full list is served by splicing it, not re-stringifying. */
-  readonly body: string;
-  /** Partner items dropped as malformed. */
-  readonly dropped: number;
-  /** `fuelType` upper-cased, per vehicle (the filter is case-insensitive). */
-  readonly fuelTypeKeys: readonly (string | undefined)[];
-  /**
-   * Memo of each vehicle's JSON text, filled on demand by `serializeVehicles`: a large filtered
-   * answer is then a join of strings, not thousands of `JSON.stringify` calls per request.
-   * Plain strings, so it is safe in isolate memory; it grows at most to the size of `body`.
-   */
-  readonly itemJson: (string | undefined)[];
-}
+import { firstAfterVin, type Prepared, vinAt } from "./prepared.ts";
+import { hasFilters, type VehicleQuery } from "./query.ts";
 
 /** An answer to a query: at most `limit` vehicles; `total` counts every match. */
 export interface QueryResult {
-  readonly vehicles: readonly (Vehicle | VehicleWithDistance)[];
+  /** Items in answer order: a contiguous run `[start, end)` (unfiltered pages), or a list. */
+  readonly run?: readonly [number, number];
+  readonly ids?: ArrayLike<number>;
+  /** With `near`: each answered item's distance in metres (not rounded), aligned with `ids`. */
+  readonly distances?: ArrayLike<number>;
   readonly total: number;
-  /** Positions in `snapshot.vehicles`, aligned with `vehicles` (lets serialization reuse `itemJson`). */
-  readonly indices?: readonly number[];
+  /** VIN of the last item served when more matches follow (the next page's cursor). */
+  readonly lastVin?: string;
 }
 
-const FIELD_SET: ReadonlySet<string> = new Set(VEHICLE_FIELDS);
-
-const inRange = (x: unknown, lo: number, hi: number): boolean => typeof x === "number" && x >= lo && x <= hi;
-
-/**
- * A cheap structural check that an item is what `redactVehicles` emits: allow-listed keys only,
- * scalar values (no object where a secret could hide), a valid VIN and position. Full schema
- * validation of every item on every L1 miss would cost milliseconds; this costs microseconds
- * and still makes it impossible to splice a non-allow-listed field into a response.
- */
-function looksRedacted(x: unknown): x is Vehicle {
-  if (x === null || typeof x !== "object" || Array.isArray(x)) return false;
-  const o = x as Record<string, unknown>;
-  for (const k in o) {
-    if (!FIELD_SET.has(k)) return false;
-    const val = o[k];
-    if (k !== "position" && (val === null || typeof val === "object")) return false;
-  }
-  if (typeof o.vin !== "string" || !VIN_PATTERN.test(o.vin)) return false;
-  const p = o.position;
-  if (p === null || typeof p !== "object" || Array.isArray(p)) return false;
-  for (const k in p) if (k !== "latitude" && k !== "longitude") return false;
-  const { latitude, longitude } = p as Record<string, unknown>;
-  return inRange(latitude, -90, 90) && inRange(longitude, -180, 180);
+/** Number of vehicles in a result. */
+export function resultCount(r: QueryResult): number {
+  return r.run ? r.run[1] - r.run[0] : (r.ids?.length ?? 0);
 }
 
-/**
- * Parses an envelope into a snapshot. The body should be the JSON text of `redactVehicles`
- * output; that is checked cheaply, and a body that fails the check (an entry written by an
- * older deploy with a different allow-list, say) is redacted again and re-serialized, with
- * a derived ETag, rather than served as it is. Throws AppError `internal` when the body is not
- * a JSON array.
- */
-export function buildSnapshot(envelope: SnapshotEnvelope): Snapshot {
-  let items: unknown;
-  try {
-    items = JSON.parse(envelope.body);
-  } catch (cause) {
-    throw new AppError("internal", { cause });
-  }
-  if (!Array.isArray(items)) throw new AppError("internal", { cause: new TypeError("snapshot body is not an array") });
-
-  let vehicles: Vehicle[] = items;
-  let body = envelope.body;
-  let etag = envelope.etag;
-  let dropped = envelope.dropped;
-  let clean = true;
-  for (let i = 0; i < items.length; i++) {
-    const item: unknown = items[i];
-    // Sorted and unique, as redactVehicles emits: ties by VIN and byVin rely on it.
-    if (!looksRedacted(item) || (i > 0 && (items[i - 1] as Vehicle).vin >= item.vin)) {
-      clean = false;
-      break;
-    }
-  }
-  if (!clean) {
-    const redacted = redactVehicles(items, Number.POSITIVE_INFINITY);
-    vehicles = redacted.vehicles;
-    dropped += redacted.dropped;
-    body = JSON.stringify(vehicles);
-    // A different representation needs a different strong validator (RFC 9110 §8.8.3).
-    etag = etag.endsWith('"') ? `${etag.slice(0, -1)}-r"` : `"${etag.replace(/"/g, "")}-r"`;
-  }
-
-  const byVin = new Map<string, Vehicle>();
-  const fuelTypeKeys: (string | undefined)[] = new Array(vehicles.length);
-  const positions = new Array<Vehicle["position"]>(vehicles.length);
-  for (let i = 0; i < vehicles.length; i++) {
-    const veh = vehicles[i] as Vehicle;
-    byVin.set(veh.vin, veh);
-    fuelTypeKeys[i] = veh.fuelType?.toUpperCase();
-    positions[i] = veh.position;
-  }
-  return {
-    vehicles,
-    byVin,
-    index: new SpatialIndex(positions),
-    fetchedAt: envelope.fetchedAt,
-    etag,
-    body,
-    dropped,
-    fuelTypeKeys,
-    itemJson: new Array(vehicles.length),
-  };
-}
-
-/** The non-spatial filters of `q` as one predicate over snapshot positions (undefined: none). */
-function attributeFilter(s: Snapshot, q: VehicleQuery): ((i: number) => boolean) | undefined {
+/** The non-spatial filters of `q` as one predicate over items (undefined: none). */
+function attributeFilter(p: Prepared, q: VehicleQuery): ((i: number) => boolean) | undefined {
   const tests: ((i: number) => boolean)[] = [];
-  const { vehicles } = s;
   if (q.bbox && q.near) {
     // Both given: the index answers `near`, the box is checked here with the same test as the index's.
     const { minLon, minLat, maxLon, maxLat } = q.bbox;
+    const { lat, lon } = p;
     tests.push((i) => {
-      const p = (vehicles[i] as Vehicle).position;
-      return p.latitude >= minLat && p.latitude <= maxLat && p.longitude >= minLon && p.longitude <= maxLon;
+      const y = lat[i] as number;
+      const x = lon[i] as number;
+      return y >= minLat && y <= maxLat && x >= minLon && x <= maxLon;
     });
   }
   if (q.fuelTypes) {
-    const wanted = new Set(q.fuelTypes);
-    tests.push((i) => {
-      const f = s.fuelTypeKeys[i];
-      return f !== undefined && wanted.has(f);
+    const wanted = new Uint8Array(p.fuelTypes.length + 1);
+    p.fuelTypes.forEach((f, k) => {
+      if (q.fuelTypes?.includes(f)) wanted[k + 1] = 1;
     });
+    const codes = p.fuelType;
+    tests.push((i) => wanted[codes[i] as number] === 1);
   }
   if (q.minFuelLevel !== undefined) {
     const min = q.minFuelLevel;
-    tests.push((i) => {
-      const level = (vehicles[i] as Vehicle).fuelLevel;
-      return level !== undefined && level >= min;
-    });
+    const fuel = p.fuel;
+    // NaN (no level) never passes.
+    tests.push((i) => (fuel[i] as number) >= min);
   }
   if (q.transmission) {
-    const t = q.transmission;
-    tests.push((i) => (vehicles[i] as Vehicle).transmissionType === t);
+    const code = q.transmission === "GA" ? 1 : 2;
+    const trans = p.trans;
+    tests.push((i) => trans[i] === code);
   }
   if (q.seats) {
-    const seats = new Set(q.seats);
-    tests.push((i) => {
-      const n = (vehicles[i] as Vehicle).numberOfSeats;
-      return n !== undefined && seats.has(n);
-    });
+    const wanted = new Uint8Array(256);
+    for (const n of q.seats) wanted[n] = 1;
+    const seats = p.seats;
+    tests.push((i) => (seats[i] as number) !== 0 && wanted[seats[i] as number] === 1);
   }
   if (tests.length === 0) return undefined;
   if (tests.length === 1) return tests[0];
@@ -170,122 +70,201 @@ function attributeFilter(s: Snapshot, q: VehicleQuery): ((i: number) => boolean)
 }
 
 /**
- * Applies every filter of `q`, then `limit`. With `near`: sorted by distance ascending, ties by
- * VIN, each vehicle with `distanceM` rounded to 1 m. Otherwise: snapshot order (VIN ascending).
- * The unfiltered, unlimited answer is `snapshot.vehicles` itself, which `serializeVehicles`
- * recognizes to splice the stored JSON.
+ * Applies every filter of `q`, then the cursor and `limit`. With `near`: the nearest `limit`
+ * (a bounded selection, not a sort of every hit), sorted by distance, ties by VIN. Otherwise: VIN
+ * order, from the item after the cursor's VIN. `total` counts every match, cursor or not.
  */
-export function queryVehicles(snapshot: Snapshot, q: VehicleQuery): QueryResult {
-  const all = snapshot.vehicles;
+export function queryVehicles(p: Prepared, q: VehicleQuery): QueryResult {
+  const start = q.after === undefined ? 0 : firstAfterVin(p, q.after);
   if (!hasFilters(q)) {
-    if (q.limit >= all.length) return { vehicles: all, total: all.length };
-    return {
-      vehicles: all.slice(0, q.limit),
-      total: all.length,
-      indices: Array.from({ length: q.limit }, (_, i) => i),
-    };
+    const end = Math.min(p.count, start + q.limit);
+    return withNext(p, { run: [start, end], total: p.count }, end < p.count);
   }
-  const keep = attributeFilter(snapshot, q);
+  const keep = attributeFilter(p, q);
 
   if (q.near) {
-    const { ids, distances } = snapshot.index.near(q.near.lat, q.near.lon, q.near.radiusM);
-    const hits: { i: number; d: number }[] = [];
+    const { ids, distances } = p.index.near(q.near.lat, q.near.lon, q.near.radiusM);
+    const top = new TopK(q.limit);
+    let total = 0;
     for (let k = 0; k < ids.length; k++) {
       const i = ids[k] as number;
-      if (!keep || keep(i)) hits.push({ i, d: distances[k] as number });
+      if (keep && !keep(i)) continue;
+      total++;
+      top.offer(distances[k] as number, i);
     }
-    hits.sort((a, b) => a.d - b.d || compareVin(all[a.i] as Vehicle, all[b.i] as Vehicle));
-    const n = Math.min(q.limit, hits.length);
-    const out: VehicleWithDistance[] = new Array(n);
-    const indices: number[] = new Array(n);
-    for (let k = 0; k < n; k++) {
-      const h = hits[k] as { i: number; d: number };
-      // A served vehicle is already allow-listed: copying it here cannot bring a secret back.
-      out[k] = { ...(all[h.i] as Vehicle), distanceM: Math.round(h.d) };
-      indices[k] = h.i;
-    }
-    return { vehicles: out, total: hits.length, indices };
+    const sorted = top.sorted();
+    return { ids: sorted.ids, distances: sorted.distances, total };
   }
 
-  const out: Vehicle[] = [];
-  const indices: number[] = [];
+  const out: number[] = [];
   let total = 0;
+  let more = false;
   const take = (i: number): void => {
     if (keep && !keep(i)) return;
     total++;
-    if (out.length < q.limit) {
-      out.push(all[i] as Vehicle);
-      indices.push(i);
-    }
+    if (i < start) return;
+    if (out.length < q.limit) out.push(i);
+    else more = true;
   };
   if (q.bbox) {
-    for (const i of snapshot.index.within(q.bbox)) take(i);
+    for (const i of p.index.within(q.bbox)) take(i);
   } else {
-    for (let i = 0; i < all.length; i++) take(i);
+    for (let i = 0; i < p.count; i++) take(i);
   }
-  return { vehicles: out, total, indices };
+  return withNext(p, { ids: out, total }, more);
 }
 
-const compareVin = (a: Vehicle, b: Vehicle): number => (a.vin < b.vin ? -1 : a.vin > b.vin ? 1 : 0);
-
-/** The JSON text of `snapshot.vehicles[i]`, memoized. */
-function itemText(snapshot: Snapshot, i: number): string {
-  let t = snapshot.itemJson[i];
-  if (t === undefined) {
-    t = JSON.stringify(snapshot.vehicles[i]);
-    snapshot.itemJson[i] = t;
-  }
-  return t;
-}
-
-/** The JSON text of the answer's array. */
-function listText(snapshot: Snapshot, result: QueryResult): string {
-  // The full list: the stored text as it is.
-  if (result.vehicles === snapshot.vehicles) return snapshot.body;
-  const { indices, vehicles } = result;
-  if (!indices || indices.length !== vehicles.length) return JSON.stringify(vehicles);
-  const parts: string[] = new Array(vehicles.length);
-  for (let k = 0; k < vehicles.length; k++) {
-    const text = itemText(snapshot, indices[k] as number);
-    const d = (vehicles[k] as Partial<VehicleWithDistance>).distanceM;
-    // `distanceM` goes last, as JSON.stringify of `{ ...vehicle, distanceM }` would put it.
-    parts[k] = d === undefined ? text : `${text.slice(0, -1)},"distanceM":${JSON.stringify(d)}}`;
-  }
-  return `[${parts.join(",")}]`;
+function withNext(p: Prepared, r: QueryResult, more: boolean): QueryResult {
+  if (!more) return r;
+  const last = r.run ? r.run[1] - 1 : (r.ids?.[r.ids.length - 1] as number);
+  return { ...r, lastVin: vinAt(p, last) };
 }
 
 /**
- * The JSON body of `GET /v1/vehicles`: `{ vehicles, count, total, fetchedAt, stale }`. The full
- * list (`result.vehicles === snapshot.vehicles`) splices the stored JSON text of the array into
- * the wrapper instead of stringifying thousands of objects again; other answers join the
- * memoized JSON text of their vehicles.
+ * The `k` smallest (distance, item) pairs seen, ties by item (= by VIN: items are in VIN order).
+ * A max-heap of size k: O(n log k) for n offers, memory O(k).
+ */
+class TopK {
+  readonly #k: number;
+  readonly #d: number[] = [];
+  readonly #i: number[] = [];
+  constructor(k: number) {
+    this.#k = k;
+  }
+  #less(a: number, b: number): boolean {
+    const d = this.#d;
+    return (d[a] as number) < (d[b] as number) || (d[a] === d[b] && (this.#i[a] as number) < (this.#i[b] as number));
+  }
+  #swap(a: number, b: number): void {
+    const d = this.#d;
+    const ids = this.#i;
+    [d[a], d[b]] = [d[b] as number, d[a] as number];
+    [ids[a], ids[b]] = [ids[b] as number, ids[a] as number];
+  }
+  offer(distance: number, item: number): void {
+    const d = this.#d;
+    const ids = this.#i;
+    if (d.length < this.#k) {
+      d.push(distance);
+      ids.push(item);
+      // Sift up: the root is the largest.
+      let c = d.length - 1;
+      while (c > 0) {
+        const parent = (c - 1) >> 1;
+        if (!this.#less(parent, c)) break;
+        this.#swap(parent, c);
+        c = parent;
+      }
+      return;
+    }
+    if (this.#k === 0) return;
+    const root = d[0] as number;
+    if (distance > root || (distance === root && item > (ids[0] as number))) return;
+    d[0] = distance;
+    ids[0] = item;
+    // Sift down.
+    let c = 0;
+    for (;;) {
+      const l = 2 * c + 1;
+      const r = l + 1;
+      let big = c;
+      if (l < d.length && this.#less(big, l)) big = l;
+      if (r < d.length && this.#less(big, r)) big = r;
+      if (big === c) break;
+      this.#swap(c, big);
+      c = big;
+    }
+  }
+  sorted(): { ids: number[]; distances: number[] } {
+    const order = this.#d.map((_, k) => k).sort((a, b) => (this.#less(a, b) ? -1 : this.#less(b, a) ? 1 : 0));
+    return { ids: order.map((k) => this.#i[k] as number), distances: order.map((k) => this.#d[k] as number) };
+  }
+}
+
+/**
+ * Writes ASCII strings and byte ranges into one buffer: two passes (measure, then copy), one
+ * allocation. Every string written here is ASCII (JSON punctuation, numbers, ISO dates, URLs built
+ * from parsed, canonical queries); the vehicles' own bytes are copied as they are.
+ */
+class Bytes {
+  readonly #parts: (string | [number, number])[] = [];
+  #length = 0;
+  readonly #source: Uint8Array;
+  constructor(source: Uint8Array) {
+    this.#source = source;
+  }
+  ascii(s: string): this {
+    this.#parts.push(s);
+    this.#length += s.length;
+    return this;
+  }
+  range(a: number, b: number): this {
+    const last = this.#parts[this.#parts.length - 1];
+    // Adjacent ranges (consecutive items with their separator) become one copy.
+    if (Array.isArray(last) && last[1] === a) last[1] = b;
+    else this.#parts.push([a, b]);
+    this.#length += b - a;
+    return this;
+  }
+  build(): Uint8Array<ArrayBuffer> {
+    const out = new Uint8Array(this.#length);
+    let at = 0;
+    for (const part of this.#parts) {
+      if (typeof part === "string") {
+        for (let k = 0; k < part.length; k++) out[at + k] = part.charCodeAt(k);
+        at += part.length;
+      } else {
+        out.set(this.#source.subarray(part[0], part[1]), at);
+        at += part[1] - part[0];
+      }
+    }
+    return out;
+  }
+}
+
+/**
+ * The body of `GET /v1/vehicles`: `{ vehicles, count, total, fetchedAt, stale[, next] }`, the
+ * vehicles copied from the snapshot's text. `next` (a URL reference of the next page) only when
+ * more matches follow. Byte for byte what `JSON.stringify` of the same answer gives.
  */
 export function serializeVehicles(
-  snapshot: Snapshot,
-  result: QueryResult,
-  // `query` is accepted but not needed: the full list is recognized by identity.
-  opts: { stale: boolean; query?: VehicleQuery },
-): string {
-  return listBody(listText(snapshot, result), result.vehicles.length, result.total, snapshot.fetchedAt, opts.stale);
+  p: Prepared,
+  r: QueryResult,
+  opts: { stale: boolean; next?: string },
+): Uint8Array<ArrayBuffer> {
+  const b = new Bytes(p.text);
+  b.ascii('{"vehicles":[');
+  const { off } = p;
+  if (r.run) {
+    const [s, e] = r.run;
+    // Items s..e-1 with the commas between them: one contiguous range.
+    if (e > s) b.range(off[s] as number, (off[e] as number) - 1);
+  } else if (r.ids) {
+    const { ids, distances } = r;
+    for (let k = 0; k < ids.length; k++) {
+      const i = ids[k] as number;
+      if (k > 0) b.ascii(",");
+      if (distances) {
+        // `distanceM` goes last, as JSON.stringify of `{ ...vehicle, distanceM }` puts it.
+        b.range(off[i] as number, (off[i + 1] as number) - 2);
+        b.ascii(`,"distanceM":${Math.round(distances[k] as number)}}`);
+      } else {
+        b.range(off[i] as number, (off[i + 1] as number) - 1);
+      }
+    }
+  }
+  b.ascii(`],"count":${resultCount(r)},"total":${r.total},"fetchedAt":"${new Date(p.fetchedAt).toISOString()}",`);
+  b.ascii(`"stale":${opts.stale ? "true" : "false"}`);
+  if (opts.next !== undefined) b.ascii(`,"next":${JSON.stringify(opts.next)}`);
+  b.ascii("}");
+  return b.build();
 }
 
-function listBody(list: string, count: number, total: number, fetchedAt: number, stale: boolean): string {
-  return (
-    `{"vehicles":${list},"count":${count},"total":${total},` +
-    `"fetchedAt":"${new Date(fetchedAt).toISOString()}","stale":${stale ? "true" : "false"}}`
-  );
-}
-
-/**
- * The unfiltered, unlimited `GET /v1/vehicles` body straight from stored text (an L2 hit, not
- * parsed): byte for byte what `serializeVehicles` gives for the full list of the same snapshot.
- * `envelope.body` must be checked, allow-listed text (Served.envelope) and `count` its length.
- */
-export function serializeFullList(envelope: SnapshotEnvelope, opts: { stale: boolean }): string {
-  return listBody(envelope.body, envelope.count, envelope.count, envelope.fetchedAt, opts.stale);
-}
-
-/** The JSON body of `GET /v1/vehicles/{vin}`: `{ vehicle, fetchedAt, stale }`. */
-export function serializeVehicle(snapshot: Snapshot, vehicle: Vehicle, opts: { stale: boolean }): string {
-  return JSON.stringify({ vehicle, fetchedAt: new Date(snapshot.fetchedAt).toISOString(), stale: opts.stale });
+/** The body of `GET /v1/vehicles/{vin}`: `{ vehicle, fetchedAt, stale }`. */
+export function serializeVehicle(p: Prepared, i: number, opts: { stale: boolean }): Uint8Array<ArrayBuffer> {
+  return new Bytes(p.text)
+    .ascii('{"vehicle":')
+    .range(p.off[i] as number, (p.off[i + 1] as number) - 1)
+    .ascii(`,"fetchedAt":"${new Date(p.fetchedAt).toISOString()}","stale":${opts.stale ? "true" : "false"}}`)
+    .build();
 }

@@ -65,22 +65,34 @@ export interface IndexedPosition {
   longitude: number;
 }
 
+/** The typed arrays behind an index (points in cell order; occupied cells and rows). */
+export interface IndexParts {
+  cellDeg: number;
+  lat: Float64Array;
+  lon: Float64Array;
+  id: Int32Array;
+  cellCol: Int32Array;
+  cellStart: Int32Array;
+  rowY: Int32Array;
+  rowCellStart: Int32Array;
+}
+
 /** The grid index. Immutable once built; ids are indices into the positions it was built from. */
 export class SpatialIndex {
   /** Number of points. */
-  readonly size: number;
+  size: number;
   /** Cell edge, degrees. */
   readonly cellDeg: number;
   // Points in cell order.
-  readonly #lat: Float64Array;
-  readonly #lon: Float64Array;
-  readonly #id: Int32Array;
+  #lat: Float64Array;
+  #lon: Float64Array;
+  #id: Int32Array;
   // Occupied cells in (row, col) order: column, and the first point of each (plus an end sentinel).
-  readonly #cellCol: Int32Array;
-  readonly #cellStart: Int32Array;
+  #cellCol: Int32Array;
+  #cellStart: Int32Array;
   // Occupied rows in order: row number, and the first cell of each (plus an end sentinel).
-  readonly #rowY: Int32Array;
-  readonly #rowCellStart: Int32Array;
+  #rowY: Int32Array;
+  #rowCellStart: Int32Array;
 
   /**
    * Builds the index in O(n log n). Positions must be finite and in range (the vehicle schema
@@ -151,6 +163,34 @@ export class SpatialIndex {
     this.#cellStart = Int32Array.from(cellStart);
     this.#rowY = Int32Array.from(rowY);
     this.#rowCellStart = Int32Array.from(rowCellStart);
+  }
+
+  /** The index as typed arrays (the prepared snapshot ships them, so isolates never rebuild it). */
+  toParts(): IndexParts {
+    return {
+      cellDeg: this.cellDeg,
+      lat: this.#lat,
+      lon: this.#lon,
+      id: this.#id,
+      cellCol: this.#cellCol,
+      cellStart: this.#cellStart,
+      rowY: this.#rowY,
+      rowCellStart: this.#rowCellStart,
+    };
+  }
+
+  /** An index over arrays made by `toParts` (views are kept, not copied). The caller checks them. */
+  static fromParts(parts: IndexParts): SpatialIndex {
+    const index = new SpatialIndex([], { cellDeg: parts.cellDeg });
+    index.size = parts.id.length;
+    index.#lat = parts.lat;
+    index.#lon = parts.lon;
+    index.#id = parts.id;
+    index.#cellCol = parts.cellCol;
+    index.#cellStart = parts.cellStart;
+    index.#rowY = parts.rowY;
+    index.#rowCellStart = parts.rowCellStart;
+    return index;
   }
 
   /** Occupied cells. */

@@ -3,33 +3,28 @@
  * of this data centre, L3 the gateway object. Freshness comes from the snapshot's own
  * `fetchedAt`, so every tier judges it the same way.
  *
- * Nothing here shares an in-flight promise between requests: a Worker cancels a promise when
- * the request that started it ends. Isolate memory holds plain values only (the parsed
- * snapshot, a timestamp); coalescing of partner calls lives in the gateway object.
+ * One transfer per isolate per snapshot: concurrent cold requests of an isolate join ONE fill (one
+ * L2 read or one object call, one load of the prepared snapshot). They are joined through plain
+ * state (`memory.fill`, `memory.lastFill`) and each waiter's own timers, never through a shared
+ * promise, stream or Response: a Worker cancels I/O that another request started when that
+ * request ends (DESIGN.md, "Joining concurrent cold requests"). The fill itself runs under the
+ * filler's `waitUntil`, so a client that hangs up does not strand the others; a fill that does not
+ * finish within FILL_DEADLINE_MS is taken over by a waiter.
  */
 
-import { envelopeToResponse, responseToEnvelope, snapshotCacheKey } from "../cache/snapshot-entry.ts";
+import { entryMeta, envelopeToResponse, snapshotCacheKey } from "../cache/snapshot-entry.ts";
 import type { Config } from "../config.ts";
 import type { Deps, SnapshotEnvelope } from "../deps.ts";
-import { AppError, type ErrorInfo } from "../errors.ts";
+import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
+import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
-import { buildSnapshot, type Snapshot } from "./snapshot.ts";
 
 export type Tier = "memory" | "cache" | "gateway";
 
 export interface Served {
-  /**
-   * The served representation as stored text: `body` is the JSON array of allow-listed vehicles
-   * this deploy checked (by `buildSnapshot` on L1 and L3, by the versioned L2 key on L2), `etag`
-   * its validator and `count` its length. Enough for the unfiltered list, HEAD and 304.
-   */
-  envelope: SnapshotEnvelope;
-  /**
-   * The parsed snapshot (filters, a limit below the count, the {vin} route). On an L2 hit that
-   * did not need it, it is built on the first call and then kept in L1.
-   */
-  snapshot: () => Snapshot;
+  /** The loaded snapshot: filters, pages and single vehicles are answered from it. */
+  snapshot: Prepared;
   tier: Tier;
   stale: boolean;
   /** RFC 9211 Cache-Status: the first member is nearest the origin, the last nearest the client. */
@@ -41,40 +36,16 @@ export interface Served {
   gatewayMs?: number;
 }
 
-interface MemoryEntry {
-  snapshot: Snapshot;
-  /** As received (freshness, and whether concurrent cold requests got the same one). */
-  envelope: SnapshotEnvelope;
-  /** As served: `snapshot`'s own text and validator (differ from `envelope` only if re-redacted). */
-  view: SnapshotEnvelope;
-}
-
-/** What a tier holds: a parsed entry (L1, L3), or an L2 entry's checked text, parsed on demand. */
-interface Held {
-  envelope: SnapshotEnvelope;
-  view: SnapshotEnvelope;
-  snapshot: () => Snapshot;
-}
-
-function memoryEntry(snapshot: Snapshot, envelope: SnapshotEnvelope): MemoryEntry {
-  const same =
-    snapshot.body === envelope.body && snapshot.etag === envelope.etag && snapshot.vehicles.length === envelope.count;
-  const view = same
-    ? envelope
-    : {
-        body: snapshot.body,
-        etag: snapshot.etag,
-        fetchedAt: snapshot.fetchedAt,
-        count: snapshot.vehicles.length,
-        dropped: snapshot.dropped,
-      };
-  return { snapshot, envelope, view };
-}
-
-const held = (e: MemoryEntry): Held => ({ envelope: e.envelope, view: e.view, snapshot: () => e.snapshot });
-
 /** At most one background revalidation per isolate in this window. */
 const REVALIDATE_GUARD_MS = 5_000;
+/**
+ * A fill not finished after this long is taken over by a waiter. Longer than one object call
+ * normally takes (token 5 s + partner 10 s at the very worst are the object's business: the object
+ * joins a second caller to its own in-flight fetch, so a takeover never costs the partner a call).
+ */
+export const FILL_DEADLINE_MS = 10_000;
+/** Waiters poll isolate memory at these intervals (ms): quick at first, then every 25 ms. */
+const POLL_MS = [1, 2, 4, 8, 16, 25] as const;
 
 export interface TierContext {
   deps: Deps;
@@ -82,11 +53,8 @@ export interface TierContext {
   waitUntil: (p: Promise<unknown>) => void;
   /** Skip tiers (benchmarks and tests of the lower tiers). */
   bypass?: { memory?: boolean; cache?: boolean };
-  /**
-   * Whether this request needs the parsed snapshot of an L2 entry (default: yes). When it does
-   * not, an L2 hit is served from its text and L1 is filled behind the response.
-   */
-  needsSnapshot?: (envelope: SnapshotEnvelope) => boolean;
+  /** Sleeps on this request's own timers (injected: tests may count or shorten waits). */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** A short, non-reversible tag for the client id (it is configured as a secret). */
@@ -94,14 +62,8 @@ function fnv1a(s: string): string {
   return fnv1a32(s).toString(16).padStart(8, "0");
 }
 
-/**
- * Bump when what `redactVehicles` emits changes without a change of the field list (value
- * normalization, order of items, the envelope headers): it retires every L2 entry.
- */
-export const SNAPSHOT_FORMAT = 1;
-
-/** A short tag of the allow-list (field names in served order) and the snapshot format. */
-export function allowListVersion(fields: readonly string[] = VEHICLE_FIELDS, format = SNAPSHOT_FORMAT): string {
+/** A short tag of the allow-list (field names in served order) and the prepared format. */
+export function allowListVersion(fields: readonly string[] = VEHICLE_FIELDS, format = PREPARED_FORMAT): string {
   return fnv1a(`${format}:${fields.join(",")}`);
 }
 
@@ -109,199 +71,242 @@ const ALLOW_LIST_VERSION = allowListVersion();
 
 /**
  * The L2 key for this configuration: the normalized upstream request, never the client's query.
- * It carries the allow-list version because an L2 hit of the unfiltered list is served as its
- * stored text, without `buildSnapshot`'s allow-list check: an entry written by a deploy with
- * another allow-list (one that still had `fuelCardPin`, say) must never be readable by this one.
- * Entries are written only from text this deploy's `buildSnapshot` checked (fromGateway).
+ * It carries the allow-list version and the prepared format: an entry written by a deploy with
+ * another allow-list (one that still had `fuelCardPin`, say) or another layout is never read.
+ * What is read is then checked by `loadPrepared` (layout, checksum, every item boundary).
  */
 export function tierCacheKey(config: Config, version: string = ALLOW_LIST_VERSION): string {
   return snapshotCacheKey(config.apiUrl, fnv1a(config.clientId), version);
 }
 
-function remember(deps: Deps, entry: MemoryEntry): void {
-  const cur = deps.memory.snapshot as MemoryEntry | undefined;
-  if (!cur || cur.envelope.fetchedAt <= entry.envelope.fetchedAt) deps.memory.snapshot = entry;
+/** What L1 holds: the loaded snapshot (plain typed arrays; no promise). */
+interface MemoryEntry {
+  snapshot: Prepared;
 }
 
-function errorCode(err: unknown): string {
-  return err instanceof AppError ? err.code : "internal";
+function current(deps: Deps): MemoryEntry | undefined {
+  return deps.memory.snapshot as MemoryEntry | undefined;
 }
 
-/** Runs `fn` after the current task (after the response is handed back), under waitUntil. */
-function afterResponse(t: TierContext, fn: () => void): void {
-  t.waitUntil(new Promise<void>((resolve) => setTimeout(resolve, 0)).then(fn));
+/** Keeps the newer of L1 and `p`. */
+function remember(deps: Deps, p: Prepared): void {
+  const cur = current(deps);
+  if (!cur || cur.snapshot.fetchedAt <= p.fetchedAt) deps.memory.snapshot = { snapshot: p } satisfies MemoryEntry;
 }
 
-/** A cached entry as a snapshot; a damaged one is a miss (logged), never a 500. */
-function parseCached(deps: Deps, env: SnapshotEnvelope): Snapshot | undefined {
-  try {
-    return buildSnapshot(env);
-  } catch (err) {
-    deps.log.log("warn", "cache_entry_invalid", { code: errorCode(err) });
-    return undefined;
-  }
-}
-
-/**
- * An L2 entry served from its text; parsed on the first call of `snapshot()` (and then kept in
- * L1 unless memory is bypassed). Its text is trusted as checked because of the versioned key.
- */
-function lazyEntry(t: TierContext, env: SnapshotEnvelope): Held {
-  let parsed: Snapshot | undefined;
-  return {
-    envelope: env,
-    view: env,
-    snapshot: () => {
-      if (parsed === undefined) {
-        const entry = memoryEntry(buildSnapshot(env), env);
-        parsed = entry.snapshot;
-        if (!t.bypass?.memory) remember(t.deps, entry);
-      }
-      return parsed;
-    },
-  };
-}
+const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 /** The newest snapshot the tiers can give, or an AppError when there is nothing to serve. */
 export async function loadSnapshot(t: TierContext): Promise<Served> {
   const { deps, config } = t;
-  const now = deps.clock.now();
   const ttlMs = config.vehiclesTtlS * 1000;
   const servableMs = ttlMs + config.vehiclesStaleS * 1000;
-  const age = (e: SnapshotEnvelope) => now - e.fetchedAt;
-  const ttl = (e: SnapshotEnvelope) => Math.round((e.fetchedAt + ttlMs - now) / 1000);
-  const served = (entry: Held, tier: Tier, stale: boolean, cacheStatus: string): Served => ({
-    envelope: entry.view,
-    snapshot: entry.snapshot,
+  const sleep = t.sleep ?? defaultSleep;
+  const age = (p: Prepared) => deps.clock.now() - p.fetchedAt;
+
+  if (t.bypass?.memory) return fill(t, undefined);
+
+  let waitedMs = 0;
+  let waitedOn: number | undefined;
+  let poll = 0;
+  for (;;) {
+    const mem = current(deps);
+    if (mem && age(mem.snapshot) < ttlMs) {
+      if (waitedOn !== undefined) {
+        deps.memory.counters.joined++;
+        return served(t, mem.snapshot, "memory", false, `gateway-memory; fwd=miss; collapsed; stored`);
+      }
+      return served(t, mem.snapshot, "memory", false, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
+    }
+    if (mem && age(mem.snapshot) < servableMs) {
+      // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
+      revalidate(t, mem.snapshot);
+      return served(t, mem.snapshot, "memory", true, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
+    }
+    const state = deps.memory;
+    const running = state.fill;
+    if (waitedOn !== undefined && running?.seq !== waitedOn && state.lastFill?.seq === waitedOn) {
+      // The fill we waited for ended without a servable snapshot: its answer is ours too (one
+      // object call for the burst, even when it fails).
+      const err = state.lastFill.error;
+      if (err) throw AppError.fromInfo(err);
+    }
+    if (running && running.seq !== waitedOn) {
+      // A fill we have not waited for yet (the first, or one that took over): its own deadline.
+      waitedMs = 0;
+      poll = 0;
+    }
+    if (!running || waitedMs >= FILL_DEADLINE_MS) {
+      if (running) state.counters.takeovers++;
+      return fill(t, undefined);
+    }
+    // Another request of this isolate is filling: wait for it on our own timers.
+    waitedOn = running.seq;
+    const ms = POLL_MS[Math.min(poll++, POLL_MS.length - 1)] as number;
+    await sleep(ms);
+    waitedMs += ms;
+  }
+}
+
+function ttlLeft(t: TierContext, p: Prepared): number {
+  return Math.round((p.fetchedAt + t.config.vehiclesTtlS * 1000 - t.deps.clock.now()) / 1000);
+}
+
+function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheStatus: string): Served {
+  return {
+    snapshot: p,
     tier,
     stale,
     cacheStatus,
-    ageS: Math.max(0, Math.floor(age(entry.envelope) / 1000)),
-  });
+    ageS: Math.max(0, Math.floor((t.deps.clock.now() - p.fetchedAt) / 1000)),
+  };
+}
 
-  // L1: isolate memory.
-  const mem = t.bypass?.memory ? undefined : (deps.memory.snapshot as MemoryEntry | undefined);
-  if (mem && age(mem.envelope) < ttlMs) {
-    return served(held(mem), "memory", false, `gateway-memory; hit; ttl=${ttl(mem.envelope)}`);
-  }
-  let candidate: { entry: Held; tier: Tier } | undefined =
-    mem && age(mem.envelope) < servableMs ? { entry: held(mem), tier: "memory" } : undefined;
-  // RFC 9211 §2.2: `fwd=bypass` when a tier was configured not to answer (benchmarks only).
-  const memStatus = t.bypass?.memory
-    ? "gateway-memory; fwd=bypass"
-    : `${mem ? "gateway-memory; fwd=stale" : "gateway-memory; fwd=miss"}; stored`;
+/** Starts one background refresh per isolate per guard window (stale-while-revalidate). */
+function revalidate(t: TierContext, stale: Prepared): void {
+  const { deps } = t;
+  const now = deps.clock.now();
+  if ((deps.memory.revalidatingUntil ?? 0) > now || deps.memory.fill) return;
+  deps.memory.revalidatingUntil = now + REVALIDATE_GUARD_MS;
+  t.waitUntil(
+    fill(t, stale.fetchedAt + 1).then(
+      (r) => {
+        // Only a fresh snapshot ends the window early. A failed refresh (an error, or the
+        // object's own stale copy) keeps it: a failing partner then costs one refresh per
+        // isolate per window, not one per request.
+        if (!r.stale) deps.memory.revalidatingUntil = 0;
+      },
+      (err: unknown) => deps.log.log("warn", "revalidate_failed", { code: toErrorInfo(err).code }),
+    ),
+  );
+}
 
-  // L2: this data centre's Cache API (another isolate may have filled it with a fresher copy).
+/**
+ * One fill of L1: L2 if it holds a fresh copy (or, with nothing better, a servable stale one),
+ * else the gateway object (then L2 is written behind the response). Marks `memory.fill` so that
+ * concurrent requests wait for it, and records how it ended in `memory.lastFill`. Runs under
+ * `waitUntil`: a client hanging up does not cancel the fill the others wait for.
+ */
+function fill(t: TierContext, notOlderThan: number | undefined): Promise<Served> {
+  const { deps } = t;
+  const state = deps.memory;
+  const track = !t.bypass?.memory;
+  const seq = ++state.fillSeq;
+  if (track) state.fill = { seq, startedAt: deps.clock.now() };
+  const work = fillOnce(t, notOlderThan).then(
+    (r) => {
+      if (track) {
+        if (state.fill?.seq === seq) state.fill = undefined;
+        state.lastFill = { seq };
+      }
+      return r;
+    },
+    (err: unknown) => {
+      if (track) {
+        if (state.fill?.seq === seq) state.fill = undefined;
+        state.lastFill = { seq, error: toErrorInfo(err) };
+      }
+      throw err;
+    },
+  );
+  // Keeps the fill alive past this request's response (the waiters need it), never shared as a promise.
+  t.waitUntil(work.catch(() => {}));
+  return work;
+}
+
+async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promise<Served> {
+  const { deps, config } = t;
+  const ttlMs = config.vehiclesTtlS * 1000;
+  const servableMs = ttlMs + config.vehiclesStaleS * 1000;
+  const memStatus = t.bypass?.memory ? "gateway-memory; fwd=bypass" : "gateway-memory; fwd=miss; stored";
+  const mem = t.bypass?.memory ? undefined : current(deps);
+
+  // L2: this data centre's Cache API (another isolate may have filled it).
   const cache = t.bypass?.cache ? undefined : deps.cache;
   const key = tierCacheKey(config);
+  let staleFromCache: Prepared | undefined;
   if (cache) {
     const hit = await cache.match(key).catch((err: unknown) => {
       deps.log.log("warn", "cache_match_failed", { error: String(err) });
       return undefined;
     });
-    const env = hit ? await responseToEnvelope(hit) : undefined;
-    let entry: Held | undefined;
-    if (env && age(env) < servableMs && (!candidate || env.fetchedAt > candidate.entry.envelope.fetchedAt)) {
-      if (t.needsSnapshot?.(env) ?? true) {
-        const snapshot = parseCached(deps, env);
-        if (snapshot) {
-          const parsed = memoryEntry(snapshot, env);
-          if (!t.bypass?.memory) remember(deps, parsed);
-          entry = held(parsed);
+    const meta = hit ? entryMeta(hit) : undefined;
+    const now = deps.clock.now();
+    const useful =
+      meta !== undefined &&
+      now - meta.fetchedAt < servableMs &&
+      (notOlderThan === undefined || meta.fetchedAt >= notOlderThan) &&
+      (!mem || meta.fetchedAt > mem.snapshot.fetchedAt);
+    if (hit && meta && useful) {
+      deps.memory.counters.cacheReads++;
+      const p = await readEntry(t, hit, meta);
+      if (p) {
+        deps.memory.counters.fills++;
+        if (!t.bypass?.memory) remember(deps, p);
+        if (deps.clock.now() - p.fetchedAt < ttlMs) {
+          deps.memory.counters.cacheHits++;
+          return served(t, p, "cache", false, `gateway-cache; hit; ttl=${ttlLeft(t, p)}, ${memStatus}`);
         }
-      } else {
-        entry = lazyEntry(t, env);
-        // The next request of this isolate should be a memory hit: parse behind this response.
-        if (!t.bypass?.memory) {
-          const parse = entry.snapshot;
-          afterResponse(t, () => {
-            try {
-              parse();
-            } catch (err) {
-              deps.log.log("warn", "cache_entry_invalid", { code: errorCode(err) });
-            }
-          });
-        }
+        staleFromCache = p;
       }
-    }
-    if (env && entry) {
-      if (age(env) < ttlMs) {
-        return served(entry, "cache", false, `gateway-cache; hit; ttl=${ttl(env)}, ${memStatus}`);
-      }
-      candidate = { entry, tier: "cache" };
+    } else {
+      await hit?.body?.cancel();
     }
   }
-
-  // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
-  if (candidate) {
-    if ((deps.memory.revalidatingUntil ?? 0) <= now) {
-      deps.memory.revalidatingUntil = now + REVALIDATE_GUARD_MS;
-      t.waitUntil(
-        fromGateway(t, key, candidate.entry.envelope.fetchedAt + 1).then(
-          (r) => {
-            // Only a fresh snapshot ends the window early. A failed refresh (an error, or the
-            // object's own stale copy) keeps it: a failing partner then costs one refresh per
-            // isolate per window, not one per request.
-            if (!r.stale) deps.memory.revalidatingUntil = 0;
-          },
-          (err: unknown) => deps.log.log("warn", "revalidate_failed", { code: errorCode(err) }),
-        ),
-      );
-    }
-    const name = candidate.tier === "memory" ? "gateway-memory" : "gateway-cache";
-    return served(candidate.entry, candidate.tier, true, `${name}; hit; ttl=${ttl(candidate.entry.envelope)}`);
+  if (staleFromCache) {
+    // Servable but stale, and nothing better here: serve it, refresh behind it.
+    revalidate(t, staleFromCache);
+    deps.memory.counters.cacheHits++;
+    return served(t, staleFromCache, "cache", true, `gateway-cache; hit; ttl=${ttlLeft(t, staleFromCache)}`);
   }
 
   // L3: the gateway object, one partner fetch at a time for the world.
   const started = deps.clock.now();
-  const r = await fromGateway(t, key, undefined);
-  const gatewayMs = deps.clock.now() - started;
-  const status = [
-    r.stale
-      ? `gateway-object; hit; ttl=${ttl(r.entry.envelope)}${r.error ? "; detail=stale-if-error" : ""}`
-      : "gateway-object; fwd=miss; stored",
-  ];
-  status.push(cache ? "gateway-cache; fwd=miss; stored" : "gateway-cache; fwd=bypass");
-  status.push(memStatus);
-  const out = served(held(r.entry), "gateway", r.stale, status.join(", "));
-  out.gatewayMs = gatewayMs;
-  if (r.error) out.error = r.error;
-  return out;
-}
-
-/** Ask the gateway object; keep the answer in L1 and, behind the response, in L2. */
-async function fromGateway(
-  t: TierContext,
-  key: string,
-  notOlderThan: number | undefined,
-): Promise<{ entry: MemoryEntry; stale: boolean; error?: ErrorInfo }> {
-  const { deps, config } = t;
+  deps.memory.counters.gatewayCalls++;
   const res = await deps.gateway.getSnapshot(notOlderThan === undefined ? {} : { notOlderThan });
+  const gatewayMs = deps.clock.now() - started;
   if (!res.ok) throw AppError.fromInfo(res.error);
-  // Concurrent cold requests of one isolate all get the same envelope: the first to resume parses
-  // and stores it, the others reuse that (no second parse, no second 800 KB cache write).
-  const cur = t.bypass?.memory ? undefined : (deps.memory.snapshot as MemoryEntry | undefined);
-  const known =
-    cur !== undefined && cur.envelope.etag === res.snapshot.etag && cur.envelope.fetchedAt === res.snapshot.fetchedAt;
-  const entry = known ? cur : memoryEntry(buildSnapshot(res.snapshot), res.snapshot);
-  if (!t.bypass?.memory) remember(deps, entry);
-  const cache = t.bypass?.cache ? undefined : deps.cache;
+  const known = mem?.snapshot.etag === res.snapshot.etag && mem.snapshot.fetchedAt === res.snapshot.fetchedAt;
+  const p = known && mem ? mem.snapshot : loadPrepared(res.snapshot);
+  if (!known) deps.memory.counters.fills++;
+  if (!t.bypass?.memory) remember(deps, p);
   if (cache && !known) {
     const keepS = config.vehiclesTtlS + config.vehiclesStaleS;
     t.waitUntil(
       cache
-        // The checked text (entry.view), never the envelope as received: an L2 hit of the full
-        // list is served as stored, without another allow-list check (tierCacheKey).
-        .put(key, envelopeToResponse(entry.view, keepS))
+        .put(key, envelopeToResponse(res.snapshot, keepS))
         .catch((err: unknown) => deps.log.log("warn", "cache_put_failed", { error: String(err) })),
     );
   }
-  const out: { entry: MemoryEntry; stale: boolean; error?: ErrorInfo } = { entry, stale: res.stale };
+  const status = [
+    res.stale
+      ? `gateway-object; hit; ttl=${ttlLeft(t, p)}${res.error ? "; detail=stale-if-error" : ""}`
+      : "gateway-object; fwd=miss; stored",
+    cache ? "gateway-cache; fwd=miss; stored" : "gateway-cache; fwd=bypass",
+    memStatus,
+  ];
+  const out = served(t, p, "gateway", res.stale, status.join(", "));
+  out.gatewayMs = gatewayMs;
   if (res.error) out.error = res.error;
   return out;
 }
 
+/** An L2 entry, loaded and checked; a damaged one is a miss (logged), never a 500. */
+async function readEntry(
+  t: TierContext,
+  hit: Response,
+  meta: Omit<SnapshotEnvelope, "data">,
+): Promise<Prepared | undefined> {
+  try {
+    const data = new Uint8Array(await hit.arrayBuffer());
+    return loadPrepared({ ...meta, data });
+  } catch (err) {
+    t.deps.log.log("warn", "cache_entry_invalid", { code: toErrorInfo(err).code });
+    return undefined;
+  }
+}
+
 /** Warm-up: fill this data centre's cache (and isolate memory) from the gateway object. */
 export async function warmTiers(t: TierContext): Promise<void> {
-  await fromGateway(t, tierCacheKey(t.config), t.deps.clock.now() - (t.config.vehiclesTtlS * 1000) / 2);
+  await fill(t, t.deps.clock.now() - (t.config.vehiclesTtlS * 1000) / 2);
 }

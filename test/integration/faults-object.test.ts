@@ -9,6 +9,7 @@ import { describe, expect, it } from "vitest";
 import type { GatewayStatus, SnapshotResult } from "../../src/deps.ts";
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
+import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { advanceClock, appDeps, gatewayStub, sandbox } from "../support/harness.ts";
 import { counts, expectProblem, NOTHING, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
 
@@ -77,10 +78,10 @@ describe("eviction and reset", () => {
 
 type Behaviour = "ok" | { retryable?: boolean; overloaded?: boolean };
 
-const okSnapshot = (): SnapshotResult => ({
+const okSnapshot = async (): Promise<SnapshotResult> => ({
   ok: true,
   stale: false,
-  snapshot: { body: "[]", fetchedAt: Date.now(), etag: '"0123456789abcdef"', count: 0, dropped: 0 },
+  snapshot: await prepareSnapshot([], { fetchedAt: Date.now(), dropped: 0 }),
 });
 const FAKE_STATUS = { token: { state: "valid" } } as unknown as GatewayStatus;
 
@@ -97,7 +98,7 @@ function fakeNamespace(plan: Behaviour[]) {
         throw Object.assign(new Error(`${PLANTED_MARKER}durable-object-internal`), behaviour);
       };
       return {
-        getSnapshot: () => act(okSnapshot()),
+        getSnapshot: async () => act(await okSnapshot()),
         status: () => act(FAKE_STATUS),
         warm: () => act({ tokenSecondsLeft: 100, snapshotFetchedAt: 1 }),
       };

@@ -12,6 +12,7 @@ import type { Deps, GatewayStatus, SnapshotResult, SnapshotSource } from "../../
 import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
+import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import { appDeps, gatewayStub, sandbox, workerConfig } from "../support/harness.ts";
@@ -70,13 +71,7 @@ function fakeGateway(): SnapshotSource & { calls: number } {
       return {
         ok: true,
         stale: false,
-        snapshot: {
-          body: "[]",
-          fetchedAt: Date.now(),
-          etag: '"00112233445566778899aabbccddeeff"',
-          count: 0,
-          dropped: 0,
-        },
+        snapshot: await prepareSnapshot([], { fetchedAt: Date.now(), dropped: 0 }),
       };
     },
     async status(): Promise<GatewayStatus> {
@@ -128,10 +123,12 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     // L2: this data centre's Cache API entry, keyed by the upstream request.
     const cache = await caches.open(CACHE_NAME);
     const entry = await poll("the Cache API entry", async () => cache.match(tierCacheKey(workerConfig())));
-    const cached = await entry.text();
+    const entryBytes = new Uint8Array(await entry.arrayBuffer());
+    // The prepared snapshot's JSON text, and every byte of the entry (columns included) for the scan.
+    const cached = `${preparedText(entryBytes)}\n${new TextDecoder("latin1").decode(entryBytes)}`;
     scan.see("Cache API entry", `${[...entry.headers].map(([k, v]) => `${k}: ${v}`).join("\n")}\n\n${cached}`);
     expect(cached).not.toContain("fuelCardPin");
-    const cachedItems = JSON.parse(cached) as Record<string, unknown>[];
+    const cachedItems = JSON.parse(preparedText(entryBytes)) as Record<string, unknown>[];
     expect(cachedItems).toHaveLength(40);
     expectAllowListed(cachedItems, "Cache API entry");
 
@@ -141,13 +138,16 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
         state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
       ),
     );
-    const storedText =
+    const storedBytes =
       stored.encoding === "gzip"
-        ? await new Response(
-            new Blob([stored.data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip")),
-          ).text()
-        : String(stored.data);
-    scan.see("persisted snapshot", storedText);
+        ? new Uint8Array(
+            await new Response(
+              new Blob([stored.data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip")),
+            ).arrayBuffer(),
+          )
+        : (stored.data as Uint8Array);
+    const storedText = preparedText(storedBytes);
+    scan.see("persisted snapshot", `${storedText}\n${new TextDecoder("latin1").decode(storedBytes)}`);
     expect(storedText).not.toContain("fuelCardPin");
     expectAllowListed(JSON.parse(storedText) as Record<string, unknown>[], "persisted snapshot");
 

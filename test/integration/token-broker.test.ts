@@ -99,7 +99,7 @@ describe("token broker in the gateway object: single flight", () => {
     }
     expect(etags.size).toBe(1); // one fetch, one snapshot, shared by all
     const first = results[0];
-    if (first?.ok) rec.see(first.snapshot.body);
+    if (first?.ok) rec.see(new TextDecoder().decode(first.snapshot.data));
     expect(await partnerCounts()).toEqual(
       partnerCountsWith({ tokenRequests: 1, tokensIssued: 1, vehiclesRequests: 1, vehiclesServed: 1 }),
     );

@@ -83,6 +83,8 @@ describe("vehicles endpoint: what reaches the partner", () => {
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 1, unexpected: 0, steal: 0 });
     const h = await health();
     expect(h.body.gateway.counters).toMatchObject({ tokenRequests: 1, partnerRequests: 1, snapshotFetches: 1 });
+    // One transfer for the isolate: one object call and one load; the other 499 waited for it.
+    expect(h.body.isolate).toMatchObject({ gatewayCalls: 1, cacheReads: 0, fills: 1, joined: 499, takeovers: 0 });
     const { memoryHits, cacheHits, gatewayCalls } = h.body.isolate;
     expect(memoryHits + cacheHits + gatewayCalls).toBe(500);
   });
@@ -132,8 +134,11 @@ describe("vehicles endpoint: what reaches the partner", () => {
     expect(stale).toBe(counts.vehicles - 1);
     const h = await health();
     expect(h.body.gateway.counters.partnerRequests).toBe(counts.vehicles);
-    // Only the cold step's three concurrent requests waited for the object.
-    expect(h.body.isolate.gatewayCalls).toBe(3);
+    // One object call per snapshot for this isolate: the cold step's three concurrent requests
+    // joined one fill (two waited for it), and each later snapshot came from one revalidation.
+    expect(h.body.isolate.gatewayCalls).toBe(counts.vehicles);
+    expect(h.body.isolate.joined).toBe(2);
+    expect(h.body.isolate.fills).toBe(counts.vehicles);
   });
 
   it("with isolate memory bypassed, the Cache API answers: no gateway-object call beyond the first", async () => {

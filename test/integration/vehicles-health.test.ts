@@ -53,7 +53,17 @@ describe("GET /health", () => {
       snapshotFetches: 0,
       droppedVehicles: 0,
     });
-    expect(h.body.isolate).toEqual({ memoryHits: 0, cacheHits: 0, gatewayCalls: 0, staleServed: 0, notModified: 0 });
+    expect(h.body.isolate).toEqual({
+      memoryHits: 0,
+      cacheHits: 0,
+      gatewayCalls: 0,
+      cacheReads: 0,
+      fills: 0,
+      joined: 0,
+      takeovers: 0,
+      staleServed: 0,
+      notModified: 0,
+    });
     // Neither the client id nor its secret (both configured as secrets).
     expect(h.text).not.toContain(env.PARTNER_CLIENT_ID as string);
     expect(h.text).not.toContain(env.PARTNER_CLIENT_SECRET as string);

@@ -272,7 +272,17 @@ export interface HealthBody {
       droppedVehicles: number;
     };
   };
-  isolate: { memoryHits: number; cacheHits: number; gatewayCalls: number; staleServed: number; notModified: number };
+  isolate: {
+    memoryHits: number;
+    cacheHits: number;
+    gatewayCalls: number;
+    cacheReads: number;
+    fills: number;
+    joined: number;
+    takeovers: number;
+    staleServed: number;
+    notModified: number;
+  };
 }
 
 /** GET /health through `observe`, parsed. */

@@ -8,6 +8,7 @@ import { createApp } from "../../src/app.ts";
 import { type ConfigError, parseConfig } from "../../src/config.ts";
 import type { Deps, SnapshotEnvelope, SnapshotSource } from "../../src/deps.ts";
 import { newIsolateMemory } from "../../src/deps.ts";
+import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 
 const KEY = "k-0123456789abcdef";
 const SECRET = "s3cr+t%:/=&?#unit";
@@ -23,8 +24,8 @@ const vehicles = [
   },
 ];
 
-function envelope(now: number): SnapshotEnvelope {
-  return { body: JSON.stringify(vehicles), fetchedAt: now, etag: '"unit-1"', count: 1, dropped: 0 };
+function envelope(now: number): Promise<SnapshotEnvelope> {
+  return prepareSnapshot(vehicles, { fetchedAt: now, dropped: 0 });
 }
 
 function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
@@ -32,7 +33,7 @@ function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
   const gateway: SnapshotSource = {
     async getSnapshot() {
       calls.gateway++;
-      return { ok: true, snapshot: envelope(Date.now()), stale: false };
+      return { ok: true, snapshot: await envelope(Date.now()), stale: false };
     },
     async status() {
       throw new Error("not used");

@@ -3,11 +3,16 @@ import { type Config, parseConfig } from "../../../src/config.ts";
 import { type AccessToken, type FetchFn, type Logger, MemoryStore, type TokenStatus } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import { Gateway, type GatewayOptions, type GatewayTokenBroker } from "../../../src/gateway/gateway.ts";
+import { loadPrepared } from "../../../src/vehicles/prepared.ts";
+import type { Vehicle } from "../../../src/vehicles/schema.ts";
 
 const T0 = 1_800_000_000_000;
 const API = "https://partner.example";
 const VEHICLES_URL = `${API}/api/rental/partner/vehicles`;
-const VEHICLES = [{ vin: "WME4530421Y000001", fuelCardPin: "1234" }];
+const POSITION = { latitude: 52.5, longitude: 13.4 };
+const VEHICLES = [{ vin: "WME4530421Y000001", position: POSITION, fuelCardPin: "1234" }];
+/** What the stand-in parser below keeps of VEHICLES. */
+const VEHICLES_SERVED = [{ vin: "WME4530421Y000001", position: POSITION }];
 
 const config: Config = parseConfig({
   PARTNER_API_URL: API,
@@ -121,7 +126,7 @@ function setup(script: Responder[], over: Partial<GatewayOptions> = {}) {
     store: new MemoryStore(),
     // Stands in for the schema module: keeps allow-listed fields only.
     parseBody: (text) => ({
-      vehicles: (JSON.parse(text) as { vin: string }[]).map(({ vin }) => ({ vin })),
+      vehicles: (JSON.parse(text) as Vehicle[]).map(({ vin, position }) => ({ vin, position })),
       dropped: 0,
     }),
     schedule: (p) => scheduled.push(p),
@@ -142,7 +147,7 @@ describe("Gateway.getSnapshot", () => {
     for (const r of results) expect(r).toMatchObject({ ok: true, stale: false });
     const r = results[0]!;
     if (!r.ok) throw new Error("expected a snapshot");
-    expect(r.snapshot.body).toBe('[{"vin":"WME4530421Y000001"}]');
+    expect(new TextDecoder().decode(loadPrepared(r.snapshot).text)).toBe(JSON.stringify(VEHICLES_SERVED));
     expect(JSON.stringify(results)).not.toContain("secret-token-value");
   });
 

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { type KeyValueStore, type Logger, MemoryStore, type SnapshotResult } from "../../../src/deps.ts";
+import {
+  type KeyValueStore,
+  type Logger,
+  MemoryStore,
+  type SnapshotEnvelope,
+  type SnapshotResult,
+} from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import {
   MAX_PERSISTED_BYTES,
@@ -7,11 +13,20 @@ import {
   SnapshotService,
   type SnapshotServiceOptions,
 } from "../../../src/gateway/snapshot-service.ts";
+import { loadPrepared } from "../../../src/vehicles/prepared.ts";
+import type { Vehicle } from "../../../src/vehicles/schema.ts";
 
 const T0 = 1_800_000_000_000;
 const TTL = 30_000;
 const STALE = 300_000;
-const VEHICLES = [{ vin: "WME4530421Y000001" }, { vin: "WME4530421Y000002" }];
+/** A valid, redacted vehicle (the prepared snapshot needs a VIN and a position). */
+const veh = (vin: string, extra: Record<string, unknown> = {}) =>
+  ({ vin, position: { latitude: 52.5, longitude: 13.4 }, ...extra }) as Vehicle;
+const VEHICLES = [veh("WME4530421Y000001"), veh("WME4530421Y000002")];
+const OLD_VIN = "WME4530421Y111111";
+const NEW_VIN = "WME4530421Y999999";
+/** The JSON text of the vehicles in a prepared snapshot. */
+const bodyText = (s: SnapshotEnvelope) => new TextDecoder().decode(loadPrepared(s).text);
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -23,7 +38,7 @@ function deferred<T>() {
   return { promise, resolve, reject };
 }
 
-type FetchResult = { vehicles: unknown[]; dropped: number };
+type FetchResult = { vehicles: Vehicle[]; dropped: number };
 
 /** fetchSnapshot with a queue of outcomes; counts calls; fails the test on an unexpected call. */
 function fakeUpstream() {
@@ -43,7 +58,7 @@ function fakeUpstream() {
     fetchSnapshot,
     calls: () => calls,
     unexpected: () => unexpected,
-    ok(vehicles: unknown[] = VEHICLES, dropped = 0) {
+    ok(vehicles: Vehicle[] = VEHICLES, dropped = 0) {
       outcomes.push(async () => ({ vehicles, dropped }));
     },
     fail(err: unknown) {
@@ -101,7 +116,7 @@ describe("SnapshotService.get", () => {
     for (const r of results) expect(r).toMatchObject({ ok: true, stale: false });
     const s = snap(results[0]!);
     expect(results.every((r) => r.ok && r.snapshot === s)).toBe(true);
-    expect(JSON.parse(s.body)).toEqual(VEHICLES);
+    expect(JSON.parse(bodyText(s))).toEqual(VEHICLES);
     expect(s).toMatchObject({ fetchedAt: T0, count: 2, dropped: 3 });
     expect(s.etag).toMatch(/^"[0-9a-f]{32}"$/);
     expect(service.counters()).toEqual({
@@ -116,7 +131,7 @@ describe("SnapshotService.get", () => {
     const { service, up, clock } = setup();
     up.ok();
     up.ok();
-    up.ok([{ vin: "X" }]);
+    up.ok([veh(NEW_VIN)]);
     const a = snap(await service.get());
     clock.t += TTL;
     const b = snap(await service.get({ notOlderThan: clock.t }));
@@ -166,11 +181,11 @@ describe("SnapshotService.get", () => {
     expect(up.calls()).toBe(2);
     expect(scheduled).toHaveLength(1);
 
-    held.resolve({ vehicles: [{ vin: "NEW" }], dropped: 0 });
+    held.resolve({ vehicles: [veh(NEW_VIN)], dropped: 0 });
     await flush();
     const next = await service.get();
     expect(next).toMatchObject({ ok: true, stale: false });
-    expect(snap(next).body).toBe('[{"vin":"NEW"}]');
+    expect(bodyText(snap(next))).toBe(JSON.stringify([veh(NEW_VIN)]));
     expect(snap(next).fetchedAt).toBe(clock.t);
     expect(up.calls()).toBe(2);
   });
@@ -319,30 +334,29 @@ describe("SnapshotService persistence", () => {
   it("stores the body compressed under the documented key", async () => {
     const store = new MemoryStore();
     const a = setup({ store });
-    const many = Array.from({ length: 2_000 }, (_, i) => ({
-      vin: `WME4530421Y${String(i).padStart(6, "0")}`,
-      fuelLevel: 50,
-    }));
+    const many = Array.from({ length: 2_000 }, (_, i) =>
+      veh(`WME4530421Y${String(i).padStart(6, "0")}`, { fuelLevel: 50 }),
+    );
     a.up.ok(many);
     const s = snap(await a.service.get());
     await a.flush();
     const stored = await store.get<{ encoding: string; data: Uint8Array }>(SNAPSHOT_STORE_KEY);
     expect(stored?.encoding).toBe("gzip");
-    expect(stored?.data.byteLength).toBeLessThan(s.body.length / 5);
+    expect(stored?.data.byteLength).toBeLessThan(s.data.byteLength / 5);
   });
 
   it("a newer snapshot is never overwritten by an older one", async () => {
     const store = new MemoryStore();
     const a = setup({ store });
-    a.up.ok([{ vin: "OLD" }]);
+    a.up.ok([veh(OLD_VIN)]);
     await a.service.get();
     a.clock.t += TTL;
-    a.up.ok([{ vin: "NEW" }]);
+    a.up.ok([veh(NEW_VIN)]);
     await a.service.get({ notOlderThan: a.clock.t });
     await a.flush();
     const b = setup({ store });
     b.clock.t = a.clock.t;
-    expect(snap(await b.service.get()).body).toBe('[{"vin":"NEW"}]');
+    expect(bodyText(snap(await b.service.get()))).toBe(JSON.stringify([veh(NEW_VIN)]));
   });
 
   it(`skips persisting a snapshot over ${MAX_PERSISTED_BYTES} bytes (Durable Object value limit)`, async () => {
@@ -353,7 +367,9 @@ describe("SnapshotService persistence", () => {
       const b = crypto.getRandomValues(new Uint8Array(bytes));
       return btoa(String.fromCharCode(...b));
     };
-    const vehicles = Array.from({ length: 100 }, () => ({ imageUrl: noise(22_500) }));
+    const vehicles = Array.from({ length: 100 }, (_, i) =>
+      veh(`WME4530421Y${String(i).padStart(6, "0")}`, { imageUrl: noise(22_500) }),
+    );
     a.up.ok(vehicles);
     expect((await a.service.get()).ok).toBe(true);
     await a.flush();

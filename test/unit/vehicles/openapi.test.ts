@@ -143,6 +143,7 @@ describe("buildOpenApiDocument", () => {
       "Cache-Control",
       "Cache-Status",
       "ETag",
+      "Link",
       "Retry-After",
     ]);
   });

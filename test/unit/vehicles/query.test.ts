@@ -204,7 +204,7 @@ describe("parseVehicleQuery", () => {
 
   it("the table lists every parameter the parser knows", () => {
     expect(Object.keys(vehicleQueryParameters(MAX)).sort()).toEqual(
-      ["bbox", "near", "radius", "fuelType", "minFuelLevel", "transmission", "seats", "limit"].sort(),
+      ["bbox", "near", "radius", "fuelType", "minFuelLevel", "transmission", "seats", "limit", "cursor"].sort(),
     );
   });
 });

@@ -2,20 +2,15 @@ import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { mulberry32, pick } from "../../../sandbox/prng.ts";
 import type { SnapshotEnvelope } from "../../../src/deps.ts";
-import { parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
+import { findVin, loadPrepared, type Prepared, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
+import { encodeCursor, parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
 import {
   redactVehicles,
   type Vehicle,
   VehicleListSchema,
   VehicleResponseSchema,
 } from "../../../src/vehicles/schema.ts";
-import {
-  buildSnapshot,
-  queryVehicles,
-  serializeFullList,
-  serializeVehicle,
-  serializeVehicles,
-} from "../../../src/vehicles/snapshot.ts";
+import { queryVehicles, serializeVehicle, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
 import { haversineM } from "../../../src/vehicles/spatial-index.ts";
 
 const VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
@@ -48,8 +43,12 @@ function partnerFleet(rnd: () => number, n: number): Record<string, unknown>[] {
   return items;
 }
 
-function envelopeOf(vehicles: Vehicle[], fetchedAt = Date.UTC(2025, 0, 2, 3, 4, 5, 678)): SnapshotEnvelope {
-  return { body: JSON.stringify(vehicles), fetchedAt, etag: '"abc123"', count: vehicles.length, dropped: 0 };
+const FETCHED_AT = Date.UTC(2025, 0, 2, 3, 4, 5, 678);
+const decoder = new TextDecoder();
+
+async function prepared(vehicles: Vehicle[], fetchedAt = FETCHED_AT): Promise<{ env: SnapshotEnvelope; p: Prepared }> {
+  const env = await prepareSnapshot(vehicles, { fetchedAt, dropped: 0 });
+  return { env, p: loadPrepared(env) };
 }
 
 type Out = Vehicle & { distanceM?: number };
@@ -75,9 +74,26 @@ function brute(vehicles: readonly Vehicle[], q: VehicleQuery): { vehicles: Out[]
   return { vehicles: out, total: matches.length };
 }
 
+/** The reference answer's JSON text, as `JSON.stringify` writes it. */
+function bruteText(vehicles: readonly Vehicle[], q: VehicleQuery, stale = false): string {
+  const want = brute(vehicles, q);
+  return JSON.stringify({
+    vehicles: want.vehicles,
+    count: want.vehicles.length,
+    total: want.total,
+    fetchedAt: new Date(FETCHED_AT).toISOString(),
+    stale,
+  });
+}
+
+/** The answer as the route writes it, without `next` (compared with the reference). */
+function answer(p: Prepared, q: VehicleQuery, stale = false): string {
+  return decoder.decode(serializeVehicles(p, queryVehicles(p, q), { stale }));
+}
+
 const rnd = mulberry32(99);
 const { vehicles: fleet } = redactVehicles(partnerFleet(rnd, 5000), 100_000);
-const snapshot = buildSnapshot(envelopeOf(fleet));
+const { env: fleetEnv, p: snapshot } = await prepared(fleet);
 const MAX = 5000;
 
 function randomQuery(): string {
@@ -106,81 +122,17 @@ function randomQuery(): string {
   return parts.join("&");
 }
 
-describe("serializeFullList (an L2 hit served from its text)", () => {
-  it("is byte for byte what serializeVehicles gives for the full list, fresh and stale, empty or not", () => {
-    for (const vehicles of [fleet, fleet.slice(0, 1), []]) {
-      const env = envelopeOf(vehicles);
-      const s = buildSnapshot(env);
-      for (const stale of [false, true]) {
-        for (const limit of [vehicles.length, MAX]) {
-          const q = parseVehicleQuery(limit === MAX ? "" : `?limit=${Math.max(1, limit)}`, { maxLimit: MAX });
-          if (q.limit < vehicles.length) continue;
-          const expected = serializeVehicles(s, queryVehicles(s, q), { stale, query: q });
-          expect(serializeFullList(env, { stale })).toBe(expected);
-        }
-      }
-    }
-  });
-});
-
-describe("buildSnapshot", () => {
-  it("parses the body once: VIN map, index, fetchedAt and etag", () => {
-    expect(snapshot.vehicles).toHaveLength(fleet.length);
-    expect(snapshot.byVin.size).toBe(fleet.length);
-    expect(snapshot.index.size).toBe(fleet.length);
-    expect(snapshot.etag).toBe('"abc123"');
-    expect(snapshot.fetchedAt).toBe(Date.UTC(2025, 0, 2, 3, 4, 5, 678));
-    const some = fleet[1234] as Vehicle;
-    expect(snapshot.byVin.get(some.vin)).toEqual(some);
-    expect(snapshot.body).toBe(JSON.stringify(fleet));
-  });
-
-  it("redacts again an envelope that carries fields off the allow-list, with a new ETag", () => {
-    const dirty = fleet
-      .slice(0, 3)
-      .map((veh) => ({ ...veh, fuelCardPin: "8642", position: { ...veh.position, pin: 1 } }));
-    const s = buildSnapshot({ body: JSON.stringify(dirty), fetchedAt: 1, etag: '"e1"', count: 3, dropped: 0 });
-    expect(s.body).not.toContain("8642");
-    expect(s.body).not.toContain("pin");
-    expect(s.vehicles).toEqual(fleet.slice(0, 3));
-    expect(s.etag).not.toBe('"e1"');
-    expect(s.etag).toMatch(/^"[^"]+"$/);
-    const served = serializeVehicles(s, queryVehicles(s, { limit: 10 }), { stale: false });
-    expect(served).not.toContain("8642");
-  });
-
-  it("redacts again a body with a secret nested in an allowed field, or out of VIN order", () => {
-    const nested = [{ ...fleet[0], numberPlate: { fuelCardPin: "8642" } }];
-    expect(buildSnapshot({ ...envelopeOf([]), body: JSON.stringify(nested) }).body).toBe("[]");
-    const reversed = fleet.slice(0, 5).reverse();
-    const s = buildSnapshot({ ...envelopeOf([]), body: JSON.stringify(reversed) });
-    expect(s.vehicles.map((x) => x.vin)).toEqual(fleet.slice(0, 5).map((x) => x.vin));
-  });
-
-  it("throws on a body that is not a JSON array", () => {
-    expect(() => buildSnapshot({ ...envelopeOf([]), body: "{" })).toThrow();
-    expect(() => buildSnapshot({ ...envelopeOf([]), body: '{"vehicles":[]}' })).toThrow();
-  });
-});
-
-describe("queryVehicles", () => {
-  it("equals a brute-force computation for 1,500 random queries", () => {
+describe("the prepared snapshot against brute force (byte for byte)", () => {
+  it("equals JSON.stringify of the brute-force answer for 1,500 random queries", () => {
     let withNear = 0;
     let empty = 0;
     let limited = 0;
     for (let i = 0; i < 1500; i++) {
       const qs = randomQuery();
       const q = parseVehicleQuery(qs, { maxLimit: MAX });
-      const got = queryVehicles(snapshot, q);
+      const stale = i % 7 === 0;
+      expect({ qs, text: answer(snapshot, q, stale) }).toEqual({ qs, text: bruteText(fleet, q, stale) });
       const want = brute(fleet, q);
-      // Compared as VIN:distance strings (deep equality of thousands of objects is slow), and in full for a few.
-      const key = (xs: readonly Out[]) => xs.map((x) => `${x.vin}:${x.distanceM ?? "-"}`).join(" ");
-      expect({ qs, total: got.total, vehicles: key(got.vehicles) }).toEqual({
-        qs,
-        total: want.total,
-        vehicles: key(want.vehicles),
-      });
-      expect(got.vehicles.slice(0, 3)).toEqual(want.vehicles.slice(0, 3));
       if (q.near) withNear++;
       if (want.total === 0) empty++;
       if (want.total > q.limit) limited++;
@@ -188,114 +140,178 @@ describe("queryVehicles", () => {
     expect(withNear).toBeGreaterThan(400);
     expect(empty).toBeGreaterThan(50);
     expect(limited).toBeGreaterThan(50);
-  }, 30_000);
+  }, 60_000);
 
-  it("returns the snapshot's own array for the unfiltered, unlimited list", () => {
-    const r = queryVehicles(snapshot, { limit: MAX });
-    expect(r.vehicles).toBe(snapshot.vehicles);
-    expect(r.total).toBe(fleet.length);
-    const limited = queryVehicles(snapshot, { limit: 10 });
-    expect(limited.vehicles).toEqual(fleet.slice(0, 10));
-    expect(limited.total).toBe(fleet.length);
+  it("the unfiltered list is the stored text itself; a limit cuts it at an item boundary", () => {
+    const full = answer(snapshot, { limit: MAX });
+    expect(full).toBe(bruteText(fleet, { limit: MAX }));
+    expect(full).toContain(decoder.decode(snapshot.text));
+    expect(answer(snapshot, { limit: 10 })).toBe(bruteText(fleet, { limit: 10 }));
   });
 
-  it("sorts near answers by distance, ties by VIN, with distanceM rounded to 1 m", () => {
-    const a = fleet[10] as Vehicle;
-    const twin = fleet.find(
-      (x) => x !== a && x.position.latitude === a.position.latitude && x.position.longitude === a.position.longitude,
+  it("an empty fleet answers an empty list", async () => {
+    const { p } = await prepared([]);
+    expect(answer(p, { limit: MAX })).toBe(bruteText([], { limit: MAX }));
+    expect(answer(p, parseVehicleQuery("near=52.5,13.4", { maxLimit: MAX }))).toBe(
+      bruteText([], parseVehicleQuery("near=52.5,13.4", { maxLimit: MAX })),
     );
-    const s = twin
-      ? snapshot
-      : buildSnapshot(
-          envelopeOf(
-            redactVehicles([...fleet, { ...a, vin: "ZZZZZZZZZZZZZZZZZ" }, { ...a, vin: "00000000000000000" }], 1e6)
-              .vehicles,
-          ),
-        );
-    const r = queryVehicles(s, {
-      near: { lat: a.position.latitude, lon: a.position.longitude, radiusM: 3000 },
-      limit: MAX,
-    });
-    const out = r.vehicles as (Vehicle & { distanceM: number })[];
-    expect(out.length).toBeGreaterThan(2);
-    expect(out[0]?.distanceM).toBe(0);
-    for (let i = 1; i < out.length; i++) {
-      const p = out[i - 1] as Vehicle & { distanceM: number };
-      const c = out[i] as Vehicle & { distanceM: number };
-      expect(Number.isInteger(c.distanceM)).toBe(true);
-      expect(c.distanceM).toBeGreaterThanOrEqual(p.distanceM);
-      if (c.position.latitude === p.position.latitude && c.position.longitude === p.position.longitude) {
-        expect(c.vin > p.vin).toBe(true);
-      }
+  });
+
+  it("near: the nearest `limit` by a bounded selection, ties by VIN, distanceM rounded to 1 m", async () => {
+    const a = fleet[10] as Vehicle;
+    // Exact ties in position on both sides of a's VIN.
+    const { p } = await prepared(
+      redactVehicles([...fleet, { ...a, vin: "ZZZZZZZZZZZZZZZZZ" }, { ...a, vin: "00000000000000000" }], 1e6).vehicles,
+    );
+    const all = redactVehicles(
+      [...fleet, { ...a, vin: "ZZZZZZZZZZZZZZZZZ" }, { ...a, vin: "00000000000000000" }],
+      1e6,
+    ).vehicles;
+    for (const limit of [1, 2, 3, 17, MAX]) {
+      const q = parseVehicleQuery(`near=${a.position.latitude},${a.position.longitude}&radius=50000&limit=${limit}`, {
+        maxLimit: MAX,
+      });
+      const r = queryVehicles(p, q);
+      expect(r.total).toBe(brute(all, q).total);
+      expect(r.ids?.length).toBe(Math.min(limit, r.total));
+      expect(answer(p, q)).toBe(bruteText(all, q));
     }
   });
 
-  it("does not touch the snapshot's vehicles when adding distances", () => {
-    const q = parseVehicleQuery("near=52.5,13.4&radius=2000", { maxLimit: MAX });
-    queryVehicles(snapshot, q);
-    expect(snapshot.vehicles.some((x) => "distanceM" in x)).toBe(false);
+  it("serializes one vehicle as JSON.stringify({ vehicle, fetchedAt, stale })", () => {
+    for (const veh of [fleet[0], fleet[1234], fleet[fleet.length - 1]] as Vehicle[]) {
+      const i = findVin(snapshot, veh.vin);
+      expect(i).toBeGreaterThanOrEqual(0);
+      const text = decoder.decode(serializeVehicle(snapshot, i, { stale: true }));
+      expect(text).toBe(JSON.stringify({ vehicle: veh, fetchedAt: new Date(FETCHED_AT).toISOString(), stale: true }));
+      expect(v.is(VehicleResponseSchema, JSON.parse(text))).toBe(true);
+    }
+    expect(findVin(snapshot, "ZZZZZZZZZZZZZZZZZ")).toBe(-1);
+    expect(findVin(snapshot, "short")).toBe(-1);
+  });
+
+  it("never carries a secret, whatever the query, and every answer fits the documented schema", () => {
+    for (let i = 0; i < 100; i++) {
+      const q = parseVehicleQuery(randomQuery(), { maxLimit: MAX });
+      const text = answer(snapshot, q);
+      expect(text).not.toContain("fuelCardPin");
+      expect(text).not.toContain("secretFleetNote");
+      expect(v.is(VehicleListSchema, JSON.parse(text))).toBe(true);
+    }
   });
 });
 
-describe("serializeVehicles", () => {
-  it("splices the stored JSON for the full list", () => {
-    const r = queryVehicles(snapshot, { limit: MAX });
-    const text = serializeVehicles(snapshot, r, { stale: false });
-    expect(text.startsWith(`{"vehicles":${snapshot.body},`)).toBe(true);
-    const body = JSON.parse(text);
-    expect(body).toEqual({
-      vehicles: fleet,
-      count: fleet.length,
-      total: fleet.length,
-      fetchedAt: "2025-01-02T03:04:05.678Z",
-      stale: false,
-    });
-    expect(v.is(VehicleListSchema, body)).toBe(true);
-  });
+/** Follows `lastVin` from page to page; returns every VIN served, in order. */
+function walk(p: Prepared | (() => Prepared), qs: string): { vins: string[]; pages: number } {
+  const vins: string[] = [];
+  let after: string | undefined;
+  let pages = 0;
+  for (;;) {
+    const snap = typeof p === "function" ? p() : p;
+    const q = parseVehicleQuery(after === undefined ? qs : `${qs}&cursor=${encodeCursor(after)}`, { maxLimit: MAX });
+    const r = queryVehicles(snap, q);
+    const body = JSON.parse(answer(snap, q)) as { vehicles: Vehicle[] };
+    vins.push(...body.vehicles.map((x) => x.vin));
+    pages++;
+    if (r.lastVin === undefined) return { vins, pages };
+    expect(r.lastVin).toBe(body.vehicles[body.vehicles.length - 1]?.vin);
+    after = r.lastVin;
+    if (pages > 10_000) throw new Error("no end");
+  }
+}
 
-  it("serializes a filtered answer, with count, total and stale", () => {
-    const q = parseVehicleQuery("near=52.5,13.4&radius=1500&limit=5", { maxLimit: MAX });
-    const r = queryVehicles(snapshot, q);
-    const body = JSON.parse(serializeVehicles(snapshot, r, { stale: true }));
-    expect(body.count).toBe(r.vehicles.length);
-    expect(body.count).toBeLessThanOrEqual(5);
-    expect(body.total).toBe(r.total);
-    expect(body.stale).toBe(true);
-    expect(body.vehicles).toEqual(r.vehicles);
-    expect(v.is(VehicleListSchema, body)).toBe(true);
-  });
-
-  it("is byte-for-byte JSON.stringify of the answer, memo cold or warm", () => {
-    const s = buildSnapshot(envelopeOf(fleet));
-    for (let i = 0; i < 200; i++) {
-      const q = parseVehicleQuery(randomQuery(), { maxLimit: MAX });
-      const r = queryVehicles(s, q);
-      const expected = JSON.stringify({
-        vehicles: r.vehicles,
-        count: r.vehicles.length,
-        total: r.total,
-        fetchedAt: "2025-01-02T03:04:05.678Z",
-        stale: i % 2 === 0,
-      });
-      expect(serializeVehicles(s, r, { stale: i % 2 === 0 })).toBe(expected);
-      expect(serializeVehicles(s, queryVehicles(s, q), { stale: i % 2 === 0 })).toBe(expected);
-    }
-    expect(s.itemJson.some((t) => t !== undefined)).toBe(true);
-  });
-
-  it("never carries a secret, whatever the query", () => {
-    for (const qs of ["", "limit=3", "fuelType=electric", "near=52.5,13.4", "bbox=13,52,14,53"]) {
+describe("cursor pagination (VIN order)", () => {
+  it("walks every match exactly once, in VIN order, for filtered and unfiltered queries", () => {
+    for (const qs of ["limit=7", "limit=500", "fuelType=ELECTRIC&limit=50", "bbox=13.2,52.4,13.5,52.6&limit=13"]) {
       const q = parseVehicleQuery(qs, { maxLimit: MAX });
-      const text = serializeVehicles(snapshot, queryVehicles(snapshot, q), { stale: false });
-      expect(text).not.toContain("fuelCardPin");
-      expect(text).not.toContain("secretFleetNote");
+      const want = brute(fleet, { ...q, limit: Number.MAX_SAFE_INTEGER }).vehicles.map((x) => x.vin);
+      const { vins, pages } = walk(snapshot, qs);
+      expect(vins).toEqual(want);
+      expect(pages).toBe(Math.max(1, Math.ceil(want.length / q.limit)));
     }
   });
 
-  it("serializes one vehicle", () => {
-    const veh = fleet[3] as Vehicle;
-    const body = JSON.parse(serializeVehicle(snapshot, veh, { stale: false }));
-    expect(body).toEqual({ vehicle: veh, fetchedAt: "2025-01-02T03:04:05.678Z", stale: false });
-    expect(v.is(VehicleResponseSchema, body)).toBe(true);
+  it("total counts every match on every page", () => {
+    const q = parseVehicleQuery(`limit=100&cursor=${encodeCursor((fleet[2000] as Vehicle).vin)}`, { maxLimit: MAX });
+    const r = queryVehicles(snapshot, q);
+    expect(r.total).toBe(fleet.length);
+    expect(r.run).toEqual([2001, 2101]);
+  });
+
+  it("across a snapshot change: no vehicle twice, none skipped that is in both snapshots", {
+    timeout: 30_000,
+  }, async () => {
+    // The second snapshot drops every 3rd vehicle and adds new ones with VINs all over the range.
+    const kept = fleet.filter((_, i) => i % 3 !== 0);
+    const added = redactVehicles(partnerFleet(mulberry32(7), 800), 1e6).vehicles;
+    const next = redactVehicles([...kept, ...added], 1e6).vehicles;
+    const { p: b } = await prepared(next, FETCHED_AT + 30_000);
+    let page = 0;
+    // Pages 1-3 from the first snapshot, the rest from the second.
+    const { vins } = walk(() => (page++ < 3 ? snapshot : b), "limit=250");
+    expect(new Set(vins).size).toBe(vins.length);
+    const before = new Set(fleet.map((x) => x.vin));
+    const inBoth = new Set(next.map((x) => x.vin).filter((vin) => before.has(vin)));
+    const seen = new Set(vins);
+    for (const vin of inBoth) expect(seen.has(vin)).toBe(true);
+    // VIN order across the change.
+    expect([...vins].sort()).toEqual(vins);
+  });
+
+  it("a cursor with near is a 400 naming cursor; a malformed cursor too", () => {
+    expect(() =>
+      parseVehicleQuery(`near=52.5,13.4&cursor=${encodeCursor("WME4530421Y000001")}`, { maxLimit: MAX }),
+    ).toThrow(expect.objectContaining({ code: "invalid_parameter" }));
+    for (const bad of ["", "!!!", "djI6V01F", encodeCursor("not-a-vin"), "A".repeat(65)]) {
+      expect(() => parseVehicleQuery(`cursor=${bad}`, { maxLimit: MAX }), bad).toThrow(
+        expect.objectContaining({ code: "invalid_parameter" }),
+      );
+    }
+  });
+});
+
+describe("loadPrepared: integrity", () => {
+  const damagedCopy = (mutate: (b: Uint8Array) => void, over: Partial<SnapshotEnvelope> = {}): SnapshotEnvelope => {
+    const data = fleetEnv.data.slice();
+    mutate(data);
+    return { ...fleetEnv, ...over, data };
+  };
+  const textAt = loadPrepared(fleetEnv).text.byteOffset - fleetEnv.data.byteOffset;
+
+  it("loads views over the buffer it was given (no copy of the text)", () => {
+    const p = loadPrepared(fleetEnv);
+    expect(p.text.buffer).toBe(fleetEnv.data.buffer);
+    expect(p.count).toBe(fleet.length);
+  });
+
+  it("refuses a buffer that is truncated, foreign, damaged or not the envelope's", () => {
+    const cases: [string, SnapshotEnvelope][] = [
+      ["truncated", { ...fleetEnv, data: fleetEnv.data.slice(0, fleetEnv.data.length - 100) }],
+      ["magic", damagedCopy((b) => b.set([0x7b], 0))],
+      ["column byte (checksum)", damagedCopy((b) => (b[textAt - 9] = (b[textAt - 9] as number) ^ 1))],
+      ["item boundary", damagedCopy((b) => (b[textAt + 1] = 0x20))],
+      ["vin character", damagedCopy((b) => (b[textAt + 10] = 0x49))], // "I" is never in a VIN
+      ["etag", { ...fleetEnv, etag: '"other"' }],
+      ["count", { ...fleetEnv, count: fleetEnv.count + 1 }],
+      ["no data", { ...fleetEnv, data: new Uint8Array(0) }],
+    ];
+    for (const [name, env] of cases) {
+      expect(() => loadPrepared(env), name).toThrow(expect.objectContaining({ code: "internal" }));
+    }
+  });
+
+  it("refuses VINs out of order (an entry sorted by another rule)", async () => {
+    const { env } = await prepared(fleet.slice(0, 3));
+    const p = loadPrepared(env);
+    const at = p.text.byteOffset - env.data.byteOffset;
+    const data = env.data.slice();
+    // Swap the first characters of the first and second VIN.
+    const v1 = at + (p.off[0] as number) + 8;
+    const v2 = at + (p.off[1] as number) + 8;
+    const a = data[v1] as number;
+    data[v1] = data[v2] as number;
+    data[v2] = a;
+    if (data[v1] === data[v2]) return; // same first character: nothing swapped
+    expect(() => loadPrepared({ ...env, data })).toThrow(expect.objectContaining({ code: "internal" }));
   });
 });

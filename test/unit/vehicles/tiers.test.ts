@@ -1,26 +1,19 @@
 /**
- * The L2 (Cache API) path through the app, with the ports faked: the allow-list version in the
- * key, an unfiltered L2 hit served from the stored text without a parse, and L1 filled behind it.
+ * The tiers through the app, with the ports faked: the versioned L2 key, a damaged L2 entry, and
+ * one fill per isolate for concurrent cold requests (plain state and each waiter's own timers).
  */
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it } from "vitest";
 import { createApp } from "../../../src/app.ts";
 import { MemoryResponseCache } from "../../../src/cache/memory-cache.ts";
 import { envelopeToResponse } from "../../../src/cache/snapshot-entry.ts";
 import { type Config, parseConfig } from "../../../src/config.ts";
-import type { Deps, SnapshotEnvelope, SnapshotSource } from "../../../src/deps.ts";
+import type { Deps, SnapshotEnvelope, SnapshotResult, SnapshotSource } from "../../../src/deps.ts";
 import { newIsolateMemory } from "../../../src/deps.ts";
-import { VEHICLE_FIELDS } from "../../../src/vehicles/schema.ts";
-import { buildSnapshot, queryVehicles, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
-import { allowListVersion, SNAPSHOT_FORMAT, tierCacheKey } from "../../../src/vehicles/tiers.ts";
+import { loadPrepared, PREPARED_FORMAT, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
+import { VEHICLE_FIELDS, type Vehicle } from "../../../src/vehicles/schema.ts";
+import { allowListVersion, FILL_DEADLINE_MS, loadSnapshot, tierCacheKey } from "../../../src/vehicles/tiers.ts";
 
-vi.mock("../../../src/vehicles/snapshot.ts", async (importOriginal) => {
-  const mod = await importOriginal<typeof import("../../../src/vehicles/snapshot.ts")>();
-  return { ...mod, buildSnapshot: vi.fn(mod.buildSnapshot) };
-});
-
-const parses = () => vi.mocked(buildSnapshot).mock.calls.length;
-
-const vehicles = [1, 2, 3].map((i) => ({
+const vehicles: Vehicle[] = [1, 2, 3].map((i) => ({
   vin: `WME4530421Y00000${i}`,
   numberPlate: `B-SN ${i}`,
   position: { latitude: 52.5 + i / 100, longitude: 13.4 },
@@ -28,8 +21,17 @@ const vehicles = [1, 2, 3].map((i) => ({
   fuelLevel: 20 * i,
 }));
 
-function envelope(fetchedAt: number, body = JSON.stringify(vehicles), count = vehicles.length): SnapshotEnvelope {
-  return { body, fetchedAt, etag: `"unit-${fetchedAt}"`, count, dropped: 0 };
+function envelope(fetchedAt: number, list: Vehicle[] = vehicles): Promise<SnapshotEnvelope> {
+  return prepareSnapshot(list, { fetchedAt, dropped: 0 });
+}
+
+/** Waits (bounded) until `cond` holds, yielding to timers between checks. */
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  throw new Error(`timed out waiting for ${what}`);
 }
 
 function setup(opts: { bypass?: boolean } = {}) {
@@ -39,11 +41,16 @@ function setup(opts: { bypass?: boolean } = {}) {
     ...(opts.bypass ? { ALLOW_TIER_BYPASS: "true" } : {}),
   }) as Config;
   const calls = { gateway: 0, logs: [] as string[] };
-  let fromGateway = envelope(Date.now());
+  // The gateway answers when the test says so (`release`), or at once when `auto` is set.
+  let fromGateway: SnapshotResult | undefined;
+  const waiting: (() => void)[] = [];
+  let auto = true;
   const gateway: SnapshotSource = {
     async getSnapshot() {
       calls.gateway++;
-      return { ok: true, snapshot: fromGateway, stale: false };
+      if (!auto) await new Promise<void>((resolve) => waiting.push(resolve));
+      fromGateway ??= { ok: true, snapshot: await envelope(Date.now()), stale: false };
+      return fromGateway;
     },
     async status() {
       throw new Error("not used");
@@ -81,27 +88,32 @@ function setup(opts: { bypass?: boolean } = {}) {
     config,
     settle,
     putL2,
-    setGateway: (e: SnapshotEnvelope) => {
-      fromGateway = e;
+    setGateway: (r: SnapshotResult) => {
+      fromGateway = r;
     },
+    /** Gateway calls wait for `release()` from now on. */
+    hold: () => {
+      auto = false;
+    },
+    release: () => {
+      auto = true;
+      for (const w of waiting.splice(0)) w();
+    },
+    waitingCalls: () => waiting.length,
   };
 }
-
-afterEach(() => {
-  vi.mocked(buildSnapshot).mockClear();
-});
 
 describe("the L2 key", () => {
   it("changes with the allow-list (a field more, less, or in another order) and with the format", () => {
     const config = setup().config;
     const key = tierCacheKey(config);
     expect(tierCacheKey(config, allowListVersion())).toBe(key);
-    expect(new URL(key).searchParams.get("v")).toBe(allowListVersion(VEHICLE_FIELDS, SNAPSHOT_FORMAT));
+    expect(new URL(key).searchParams.get("v")).toBe(allowListVersion(VEHICLE_FIELDS, PREPARED_FORMAT));
     const others = [
       allowListVersion([...VEHICLE_FIELDS, "fuelCardPin"]),
       allowListVersion(VEHICLE_FIELDS.slice(1)),
       allowListVersion([...VEHICLE_FIELDS].reverse()),
-      allowListVersion(VEHICLE_FIELDS, SNAPSHOT_FORMAT + 1),
+      allowListVersion(VEHICLE_FIELDS, PREPARED_FORMAT + 1),
     ];
     for (const v of others) expect(tierCacheKey(config, v)).not.toBe(key);
     expect(new Set(others).size).toBe(others.length);
@@ -109,116 +121,123 @@ describe("the L2 key", () => {
 
   it("an entry written under another allow-list version is never read: the request goes to the gateway", async () => {
     const t = setup();
-    const leaky = JSON.stringify(vehicles.map((v) => ({ ...v, fuelCardPin: "1234" })));
+    const leaky = vehicles.map((v) => ({ ...v, fuelCardPin: "1234" })) as Vehicle[];
     await t.putL2(
-      envelope(Date.now(), leaky),
+      await envelope(Date.now(), leaky),
       tierCacheKey(t.config, allowListVersion([...VEHICLE_FIELDS, "fuelCardPin"])),
     );
     const res = await t.get("/v1/vehicles");
     expect(res.status).toBe(200);
     expect(res.headers.get("cache-status")).toContain("gateway-object");
-    const text = await res.text();
-    expect(text).not.toContain("fuelCardPin");
+    expect(await res.text()).not.toContain("fuelCardPin");
     expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 0, gatewayCalls: 1, fills: 1 });
   });
-});
 
-describe("an L2 hit", () => {
-  it("of the full list answers from the stored text without a parse, byte-identical, and fills L1 behind it", async () => {
+  it("a damaged entry under the right key is a miss (logged), never served and never a 500", async () => {
     const t = setup();
-    const env = envelope(Date.now());
-    await t.putL2(env);
+    const env = await envelope(Date.now());
+    const p = loadPrepared(env);
+    const data = env.data.slice();
+    // Inside the last VIN ("I" never occurs in one).
+    data[p.text.byteOffset - env.data.byteOffset + (p.off[p.count - 1] as number) + 12] = 0x49;
+    await t.putL2({ ...env, data });
     const res = await t.get("/v1/vehicles");
     expect(res.status).toBe(200);
-    expect(res.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-    const body = await res.text();
-    expect(parses()).toBe(0);
-    expect(t.deps.memory.snapshot).toBeUndefined();
-
-    const s = buildSnapshot(env);
-    const q = { limit: 10_000 };
-    expect(body).toBe(serializeVehicles(s, queryVehicles(s, q), { stale: false }));
-    vi.mocked(buildSnapshot).mockClear();
-
-    await t.settle();
-    expect(parses()).toBe(1);
-    expect(t.deps.memory.snapshot).toBeDefined();
-
-    // The next request is a memory hit, with the same bytes and validator; no further parse.
-    const again = await t.get("/v1/vehicles");
-    expect(again.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
-    expect(await again.text()).toBe(body);
-    expect(again.headers.get("etag")).toBe(res.headers.get("etag"));
-    expect(parses()).toBe(1);
-    expect(t.calls.gateway).toBe(0);
+    expect(res.headers.get("cache-status")).toContain("gateway-object");
+    expect(t.calls.gateway).toBe(1);
+    expect(t.calls.logs.some((l) => l.includes("cache_entry_invalid"))).toBe(true);
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, gatewayCalls: 1, fills: 1 });
   });
 
-  it("of HEAD and of a 304 for the full list does not parse either", async () => {
+  it("a fresh entry fills L1 with one read: the next requests are memory hits", async () => {
     const t = setup();
-    await t.putL2(envelope(Date.now()));
-    const head = await t.get("/v1/vehicles", {}, "HEAD");
-    expect(head.status).toBe(200);
-    expect(head.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-    const etag = head.headers.get("etag") ?? "";
-    expect(etag).not.toBe("");
-    const cond = await t.get("/v1/vehicles", { "if-none-match": etag }, "GET");
-    expect(cond.status).toBe(304);
-    expect(cond.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-    expect(parses()).toBe(0);
-  });
-
-  it("of a filtered query, a small limit or the {vin} route parses inline and fills L1 at once", async () => {
-    for (const path of ["/v1/vehicles?fuelType=electric", "/v1/vehicles?limit=2", `/v1/vehicles/${vehicles[1]?.vin}`]) {
-      const t = setup();
-      await t.putL2(envelope(Date.now()));
-      const res = await t.get(path);
-      expect(res.status).toBe(200);
-      expect(res.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-      expect(parses()).toBe(1);
-      expect(t.deps.memory.snapshot).toBeDefined();
-      await t.settle();
-      expect(parses()).toBe(1);
-      vi.mocked(buildSnapshot).mockClear();
+    await t.putL2(await envelope(Date.now()));
+    const first = await t.get("/v1/vehicles?limit=1");
+    expect(first.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
+    for (let i = 0; i < 5; i++) {
+      const r = await t.get("/v1/vehicles?fuelType=electric");
+      expect(r.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
     }
-  });
-
-  it("with memory bypassed, fills no L1 and parses nothing for the full list", async () => {
-    const t = setup({ bypass: true });
-    await t.putL2(envelope(Date.now()));
-    const res = await t.get("/v1/vehicles", { "x-gateway-bypass": "memory" });
-    expect(res.headers.get("cache-status")).toMatch(/^gateway-cache; hit; ttl=\d+, gateway-memory; fwd=bypass/);
-    await res.text();
-    await t.settle();
-    expect(parses()).toBe(0);
-    expect(t.deps.memory.snapshot).toBeUndefined();
+    expect(t.calls.gateway).toBe(0);
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, fills: 1, cacheHits: 1, memoryHits: 5 });
   });
 });
 
-describe("the L2 entry the gateway path writes", () => {
-  it("is the text this deploy checked: a gateway envelope with a non-allow-listed field is stored re-redacted", async () => {
+describe("one fill per isolate", () => {
+  it("200 concurrent cold requests: one gateway call, one load; the rest wait and are served from memory", async () => {
     const t = setup();
-    const leaky = JSON.stringify(vehicles.map((v) => ({ ...v, fuelCardPin: "1234" })));
-    t.setGateway(envelope(Date.now(), leaky));
-    const res = await t.get("/v1/vehicles");
-    expect(res.headers.get("cache-status")).toMatch(/^gateway-object/);
-    const served = await res.text();
-    expect(served).not.toContain("fuelCardPin");
-    await t.settle();
-    const hit = await t.cache.match(tierCacheKey(t.config));
-    const stored = await hit?.text();
-    expect(stored).toBeDefined();
-    expect(stored).not.toContain("fuelCardPin");
-    // A different representation, so a different validator than the envelope's (buildSnapshot).
-    expect(hit?.headers.get("etag")).toMatch(/-r"$/);
-    expect(served).toContain(`"vehicles":${stored}`);
+    t.hold();
+    const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
+    await until("the one gateway call", () => t.waitingCalls() === 1);
+    t.release();
+    const res = await Promise.all(answers);
+    for (const r of res) expect(r.status).toBe(200);
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 1, joined: 199, takeovers: 0 });
+    const statuses = new Set(res.map((r) => r.headers.get("cache-status")));
+    expect(statuses).toEqual(
+      new Set([
+        "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss; stored, gateway-memory; fwd=miss; stored",
+        "gateway-memory; fwd=miss; collapsed; stored",
+      ]),
+    );
+  });
 
-    // A fresh isolate reading that entry serves the same text for the full list, without a parse.
-    const other = setup();
-    await other.putL2(envelope(Date.now(), stored ?? "", vehicles.length));
-    vi.mocked(buildSnapshot).mockClear();
-    const fromL2 = await other.get("/v1/vehicles");
-    expect(fromL2.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-    expect(await fromL2.text()).not.toContain("fuelCardPin");
-    expect(parses()).toBe(0);
+  it("a failed fill: every waiter gets the same error, with no second gateway call", async () => {
+    const t = setup();
+    t.hold();
+    t.setGateway({ ok: false, error: { code: "partner_unavailable", status: 503, retryAfterS: 7 } });
+    const answers = Array.from({ length: 50 }, () => t.get("/v1/vehicles"));
+    await until("the one gateway call", () => t.waitingCalls() === 1);
+    t.release();
+    const res = await Promise.all(answers);
+    for (const r of res) {
+      expect(r.status).toBe(503);
+      expect(r.headers.get("content-type")).toContain("application/problem+json");
+    }
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 0, takeovers: 0 });
+  });
+
+  it("a fill that hangs past the deadline is taken over by one waiter", async () => {
+    const t = setup();
+    // The first fill never finishes (its request's I/O was cancelled, say): it stays marked.
+    t.deps.memory.fill = { seq: 99, startedAt: Date.now() };
+    t.deps.memory.fillSeq = 99;
+    let slept = 0;
+    const ctx = { deps: t.deps, config: t.config, waitUntil: () => {} };
+    const sleep = async (ms: number) => {
+      slept += ms;
+      await new Promise((r) => setTimeout(r, 0));
+    };
+    const served = await Promise.all(Array.from({ length: 5 }, () => loadSnapshot({ ...ctx, sleep })));
+    expect(served.every((s) => s.snapshot.count === vehicles.length)).toBe(true);
+    // Waited on their own timers up to the deadline, then exactly one took over; the others joined it.
+    expect(slept).toBeGreaterThanOrEqual(FILL_DEADLINE_MS);
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ takeovers: 1, gatewayCalls: 1, fills: 1, joined: 4 });
+  });
+
+  it("HEAD and 304 build no body; a page carries Link rel=next and next, the last page neither", async () => {
+    const t = setup();
+    const page1 = await t.get("/v1/vehicles?limit=2");
+    const body = (await page1.json()) as { vehicles: Vehicle[]; next?: string; count: number; total: number };
+    expect(body).toMatchObject({ count: 2, total: 3 });
+    expect(body.next).toMatch(/^\/v1\/vehicles\?limit=2&cursor=[A-Za-z0-9_-]+$/);
+    expect(page1.headers.get("link")).toBe(`<${body.next}>; rel="next"`);
+    const page2 = await t.get(body.next as string);
+    const body2 = (await page2.json()) as { vehicles: Vehicle[]; next?: string };
+    expect(body2.vehicles.map((v) => v.vin)).toEqual([vehicles[2]?.vin]);
+    expect(body2.next).toBeUndefined();
+    expect(page2.headers.get("link")).toBeNull();
+    const head = await t.get("/v1/vehicles?limit=2", {}, "HEAD");
+    expect(head.status).toBe(200);
+    expect(head.headers.get("link")).toBe(page1.headers.get("link"));
+    expect(await head.text()).toBe("");
+    const etag = page1.headers.get("etag") as string;
+    const notModified = await t.get("/v1/vehicles?limit=2", { "if-none-match": etag });
+    expect(notModified.status).toBe(304);
+    expect(notModified.headers.get("link")).toBe(page1.headers.get("link"));
   });
 });
