@@ -110,9 +110,12 @@ export interface Sandbox {
   /** The redirect fault's default target, on another origin. */
   readonly stealUrl: string;
   readonly clients: { post: ClientCredentials; basic: ClientCredentials };
+  /** Vehicles served now (the size given at start, unless `setFleetSize` changed it). */
   readonly fleetSize: number;
   readonly seed: number;
   counters(): Counters;
+  /** Serves a fleet of `size` vehicles (same seed) until `reset()`, which restores the size given at start. */
+  setFleetSize(size: number): void;
   resetCounters(): void;
   /** Replaces the fault list of each endpoint named in `spec`; throws FaultSpecError on a bad spec. */
   setFaults(spec: FaultsSpec): void;
@@ -120,7 +123,7 @@ export interface Sandbox {
   faults(): Record<Endpoint, { fault: Fault; remaining: number | null }[]>;
   /** Removes every fault and drops the connections of hung requests and stalled bodies. */
   clearFaults(): void;
-  /** clearFaults + resetCounters + tick back to 0 (tokens and revocations are kept). */
+  /** clearFaults + resetCounters + tick back to 0 + the fleet size given at start (tokens and revocations are kept). */
   reset(): void;
   /** Revokes every token issued so far (the next vehicles call with one gets 401); returns how many. */
   revokeAll(): number;
@@ -215,9 +218,10 @@ class SandboxImpl implements Sandbox {
   readonly controlUrl: string;
   readonly stealUrl: string;
   readonly clients: { post: ClientCredentials; basic: ClientCredentials };
-  readonly fleetSize: number;
+  fleetSize: number;
   readonly seed: number;
 
+  #initialFleet: Fleet;
   #server: Server;
   #steal: Server;
   #tokens: TokenServer;
@@ -252,6 +256,7 @@ class SandboxImpl implements Sandbox {
     this.#steal = init.steal;
     this.#tokens = init.tokens;
     this.#fleet = init.fleet;
+    this.#initialFleet = init.fleet;
     this.#tickMs = init.tickMs;
   }
 
@@ -283,7 +288,14 @@ class SandboxImpl implements Sandbox {
     this.#life.release();
   }
 
+  setFleetSize(size: number): void {
+    if (!Number.isInteger(size) || size < 0 || size > 1_000_000) throw new FaultSpecError("size: 0..1,000,000");
+    this.#fleet = size === this.#initialFleet.size ? this.#initialFleet : createFleet(this.seed, size);
+    this.fleetSize = size;
+  }
+
   reset(): void {
+    if (this.#fleet !== this.#initialFleet) this.setFleetSize(this.#initialFleet.size);
     this.clearFaults();
     this.resetCounters();
     this.#tickBase = Date.now();
@@ -581,6 +593,11 @@ class SandboxImpl implements Sandbox {
             this.advanceTick(body.advance as number);
           }
           return sendJson(res, 200, { tick: this.tick(), tickMs: this.#tickMs });
+        }
+        case "POST /fleet-size": {
+          const body = (await readJson(req)) as { size?: unknown };
+          this.setFleetSize(body.size as number);
+          return sendJson(res, 200, { fleetSize: this.fleetSize });
         }
         case "POST /token-ttl": {
           const body = (await readJson(req)) as { seconds?: unknown };

@@ -54,6 +54,8 @@ export const sandbox = {
   fleet: () => control<Record<string, unknown>[]>("GET", "/fleet"),
   tokenTtl: (seconds: number) => control<unknown>("POST", "/token-ttl", { seconds }),
   tick: (advance: number) => control<unknown>("POST", "/tick", { advance }),
+  /** Serves `size` vehicles until the next reset (coldStart puts the 2,000 back). */
+  fleetSize: (size: number) => control<{ fleetSize: number }>("POST", "/fleet-size", { size }),
 };
 
 /** The gateway object's stub, as the Worker addresses it. */
