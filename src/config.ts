@@ -57,7 +57,8 @@ export const DEFAULTS = {
   VEHICLES_MAX_LIMIT: 5_000,
 } as const;
 
-const LOCATION_HINTS = ["wnam", "enam", "sam", "weur", "eeur", "apac", "oc", "afr", "me"];
+// Durable Object location hints (Cloudflare docs, "Data location"); apac-ne and apac-se since June 2026.
+const LOCATION_HINTS = ["wnam", "enam", "sam", "weur", "eeur", "apac", "apac-ne", "apac-se", "oc", "afr", "me"];
 
 /** One error for every bad setting; it names them, never their values. */
 export class ConfigError extends Error {

@@ -1,6 +1,9 @@
 /**
- * The Worker's view of the gateway object, with the platform's retry rules (DESIGN.md): retry
- * only errors marked `.retryable`, with a new stub, at most once; never retry `.overloaded`.
+ * The Worker's view of the gateway object. Retries are the runtime's: it already retries a call
+ * that failed with `.retryable` before reaching the object (up to five attempts, never an
+ * `.overloaded` one; Cloudflare's "Automatic retries" page), so a retry here would multiply those.
+ * One policy: an error that reaches us is final for this request, mapped to `gateway_unavailable`
+ * with a Retry-After that backs off longer when the object says it is overloaded.
  */
 import type { GatewayStatus, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
 import { AppError } from "../../errors.ts";
@@ -20,13 +23,6 @@ export function gatewayStub(ns: DurableObjectNamespace<PartnerGateway>, location
       return await fn(stub());
     } catch (err) {
       const f = (err ?? {}) as Flags;
-      if (f.retryable && !f.overloaded) {
-        try {
-          return await fn(stub());
-        } catch {
-          // fall through to the same typed error
-        }
-      }
       throw new AppError("gateway_unavailable", { retryAfterS: f.overloaded ? 5 : 1, cause: err });
     }
   }
