@@ -200,7 +200,7 @@ export function createApp(): Hono<AppEnv> {
           cache: deps.cache !== undefined,
         },
         gateway,
-        isolate: deps.memory.counters,
+        isolate: { ...deps.memory.counters, cacheApi: deps.memory.l2?.state ?? "unknown" },
       },
       ok ? 200 : 503,
       { "cache-control": "no-store" },

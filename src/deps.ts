@@ -111,6 +111,8 @@ export interface GatewayCounters {
   snapshotServed: number;
   snapshotFetches: number;
   droppedVehicles: number;
+  /** Snapshot answers the Durable Object gave through its fetch() feed (Workers only). */
+  feedRequests?: number;
 }
 
 export interface GatewayStatus {
@@ -197,6 +199,11 @@ export interface IsolateMemory {
   fillSeq: number;
   /** How the last finished fill ended: its error, for the requests that waited on it. */
   lastFill?: { seq: number; error?: ErrorInfo };
+  /**
+   * Whether this data centre's Cache API keeps what we put (checked by reading the entry back after a
+   * put; on `*.workers.dev` it stores nothing). Unknown until the first check.
+   */
+  l2?: { state: "storing" | "not-storing"; checkedAt: number };
   counters: TierCounters;
 }
 

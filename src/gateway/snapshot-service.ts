@@ -26,6 +26,9 @@ export const SNAPSHOT_STORE_KEY = "snapshot:last";
  */
 export const MAX_PERSISTED_BYTES = 2_000_000 - 64_000;
 
+/** After a failed refresh, callers asking for newer data get the servable copy for this long. */
+export const FAILED_REFRESH_HOLD_MS = 5_000;
+
 /** What the service asks of the partner: validated, redacted vehicles in VIN order. Throws on failure. */
 export type FetchSnapshot = () => Promise<{ vehicles: Vehicle[]; dropped: number }>;
 
@@ -126,6 +129,12 @@ export class SnapshotService {
         this.#revalidate();
         return this.#served(snap, true, error);
       }
+      // A caller that asks for newer data than we hold (the feed, the cron) right after a refresh
+      // failed gets the servable copy with the error, not another partner call: one attempt per
+      // hold window, however many data centres ask (stale-if-error, RFC 5861 §4).
+      if (snap && !this.#inflight && this.#isServable(snap, now) && this.#failedRecently(now)) {
+        return this.#served(snap, !this.#isFresh(snap, now), this.#lastErrorInfo(now));
+      }
       try {
         const fetched = await this.#refresh().promise;
         return this.#served(fetched, false);
@@ -160,6 +169,14 @@ export class SnapshotService {
     if (last.info.retryAfterS === undefined) return last.info;
     const retryAfterS = Math.max(0, Math.ceil(last.info.retryAfterS - (now - last.at) / 1000));
     return { ...last.info, retryAfterS };
+  }
+
+  /** Whether the last fetch failed within the hold window (FAILED_REFRESH_HOLD_MS, or its Retry-After). */
+  #failedRecently(now: number): boolean {
+    const last = this.#lastError;
+    if (!last) return false;
+    const holdMs = Math.max(FAILED_REFRESH_HOLD_MS, (last.info.retryAfterS ?? 0) * 1000);
+    return now - last.at < holdMs;
   }
 
   #isFresh(snap: SnapshotEnvelope, now: number): boolean {

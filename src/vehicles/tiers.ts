@@ -221,11 +221,14 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
   const memStatus = t.bypass?.memory ? "gateway-memory; fwd=bypass" : "gateway-memory; fwd=miss; stored";
   const mem = t.bypass?.memory ? undefined : current(deps);
 
-  // L2: this data centre's Cache API (another isolate may have filled it).
+  // L2: this data centre's Cache API (another isolate may have filled it). Not read where it is
+  // known to store nothing (a workers.dev deployment): that read could only miss.
   const cache = t.bypass?.cache ? undefined : deps.cache;
   const key = tierCacheKey(config);
+  const l2 = deps.memory.l2;
+  const l2Dead = l2?.state === "not-storing" && deps.clock.now() - l2.checkedAt < L2_RECHECK_MS;
   let staleFromCache: Prepared | undefined;
-  if (cache) {
+  if (cache && !l2Dead) {
     const hit = await cache.match(key).catch((err: unknown) => {
       deps.log.log("warn", "cache_match_failed", { error: String(err) });
       return undefined;
@@ -270,25 +273,62 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
   const p = known && mem ? mem.snapshot : loadPrepared(res.snapshot);
   if (!known) deps.memory.counters.fills++;
   if (!t.bypass?.memory) remember(deps, p);
-  if (cache && !known) {
+  if (cache && !known && !l2Dead) {
     const keepS = config.vehiclesTtlS + config.vehiclesStaleS;
-    t.waitUntil(
-      cache
-        .put(key, envelopeToResponse(res.snapshot, keepS))
-        .catch((err: unknown) => deps.log.log("warn", "cache_put_failed", { error: String(err) })),
-    );
+    t.waitUntil(putAndCheck(t, cache, key, res.snapshot, keepS));
   }
+  // RFC 9211: `stored` only for a cache known to keep what it is given.
+  const cacheStatus = !cache
+    ? "gateway-cache; fwd=bypass"
+    : l2Dead
+      ? "gateway-cache; fwd=bypass; detail=not-storing"
+      : l2?.state === "storing"
+        ? "gateway-cache; fwd=miss; stored"
+        : "gateway-cache; fwd=miss";
   const status = [
     res.stale
       ? `gateway-object; hit; ttl=${ttlLeft(t, p)}${res.error ? "; detail=stale-if-error" : ""}`
       : "gateway-object; fwd=miss; stored",
-    cache ? "gateway-cache; fwd=miss; stored" : "gateway-cache; fwd=bypass",
+    cacheStatus,
     memStatus,
   ];
   const out = served(t, p, "gateway", res.stale, status.join(", "));
   out.gatewayMs = gatewayMs;
   if (res.error) out.error = res.error;
   return out;
+}
+
+/** Where L2 stores nothing, look again after this long (a route may be added, the platform may change). */
+export const L2_RECHECK_MS = 10 * 60_000;
+
+/**
+ * Puts the snapshot into L2, then reads the entry's headers back: a Cache API that resolves the put
+ * but keeps nothing (every `*.workers.dev` deployment, Cloudflare's Cache API docs) is found out
+ * here, logged once per episode, reported by /health, and no longer read or written until
+ * L2_RECHECK_MS has passed. Never rejects.
+ */
+async function putAndCheck(
+  t: TierContext,
+  cache: NonNullable<Deps["cache"]>,
+  key: string,
+  env: SnapshotEnvelope,
+  keepS: number,
+): Promise<void> {
+  const { deps } = t;
+  try {
+    await cache.put(key, envelopeToResponse(env, keepS));
+    const before = deps.memory.l2?.state;
+    if (before === "storing") return;
+    const back = await cache.match(key);
+    const stored = back !== undefined && entryMeta(back)?.etag === env.etag;
+    await back?.body?.cancel();
+    deps.memory.l2 = { state: stored ? "storing" : "not-storing", checkedAt: deps.clock.now() };
+    if (!stored && before !== "not-storing") {
+      deps.log.log("warn", "cache_not_storing", { detail: "the Cache API kept nothing we put (workers.dev?)" });
+    }
+  } catch (err) {
+    deps.log.log("warn", "cache_put_failed", { error: String(err) });
+  }
 }
 
 /** An L2 entry, loaded and checked; a damaged one is a miss (logged), never a 500. */

@@ -52,6 +52,7 @@ describe("GET /health", () => {
       snapshotServed: 0,
       snapshotFetches: 0,
       droppedVehicles: 0,
+      feedRequests: 0,
     });
     expect(h.body.isolate).toEqual({
       memoryHits: 0,
@@ -63,6 +64,7 @@ describe("GET /health", () => {
       takeovers: 0,
       staleServed: 0,
       notModified: 0,
+      cacheApi: "unknown",
     });
     // Neither the client id nor its secret (both configured as secrets).
     expect(h.text).not.toContain(env.PARTNER_CLIENT_ID as string);

@@ -202,22 +202,25 @@ describe("vehicles endpoint: stale serving", () => {
     const fresh = await observeJson<VehicleListBody>("/v1/vehicles?limit=2");
     await sandbox.faults({ vehicles: { kind: "status", status: 500 } });
     advanceClock(TTL_MS + 20_000);
-    // Skip this isolate's tiers: the object answers with its stale copy and refreshes behind it.
+    // Skip this isolate's tiers. The feed asks the object for a fresh snapshot (what it answers is
+    // kept by Workers Cache for the rest of a TTL): the object tries its one refresh, which fails,
+    // and then serves its stale copy, saying why (stale-if-error).
     const bypass = { headers: { "x-gateway-bypass": "memory,cache" } };
     const first = await observeJson<VehicleListBody>("/v1/vehicles?limit=2", bypass);
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ stale: true, fetchedAt: fresh.body.fetchedAt });
     expect(first.headers.get("cache-status")).toMatch(
-      /^gateway-object; hit; ttl=-\d+, gateway-cache; fwd=bypass, gateway-memory; fwd=bypass$/,
+      /^gateway-object; hit; ttl=-\d+; detail=stale-if-error, gateway-cache; fwd=bypass, gateway-memory; fwd=bypass$/,
     );
     expectTtl(first, -20);
-    await settledPartnerRequests(3);
-    // The object now knows its refresh failed, and says so.
+    const afterFirst = (await sandboxCounts()).vehicles;
+    // The initial fetch, then one refresh with its retries; nothing left running behind the answer.
+    expect(afterFirst).toBeGreaterThanOrEqual(2);
     const second = await observeJson<VehicleListBody>("/v1/vehicles?limit=2", bypass);
     expect(second.body.stale).toBe(true);
     expect(second.headers.get("cache-status")).toMatch(/^gateway-object; hit; ttl=-\d+; detail=stale-if-error, /);
     expectTtl(second, -20);
-    await settledPartnerRequests(5);
-    expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 5, unexpected: 0, steal: 0 });
+    // The object's backoff after the failed refresh: the second answer cost the partner nothing.
+    expect(await sandboxCounts()).toEqual({ token: 1, vehicles: afterFirst, unexpected: 0, steal: 0 });
   });
 });

@@ -272,6 +272,7 @@ export interface HealthBody {
       snapshotServed: number;
       snapshotFetches: number;
       droppedVehicles: number;
+      feedRequests?: number;
     };
   };
   isolate: {
@@ -284,6 +285,7 @@ export interface HealthBody {
     takeovers: number;
     staleServed: number;
     notModified: number;
+    cacheApi: "unknown" | "storing" | "not-storing";
   };
 }
 

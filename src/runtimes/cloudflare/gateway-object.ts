@@ -3,11 +3,12 @@
  * token and talks to the partner. RPC methods only; the token never leaves this object.
  */
 import { DurableObject } from "cloudflare:workers";
-import { configFor } from "../../config.ts";
+import { type Config, configFor } from "../../config.ts";
 import type { GatewayStatus, KeyValueStore, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
 import { consoleLogger, systemClock } from "../../deps.ts";
 import { createGateway } from "../../gateway/create-gateway.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
+import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
 import type { Env } from "./env.ts";
 
 /** An alarm never fires sooner than this after being set: no hot loop, whatever the token says. */
@@ -25,11 +26,15 @@ function storageStore(storage: DurableObjectStorage): KeyValueStore {
 
 export class PartnerGateway extends DurableObject<Env> implements SnapshotSource {
   readonly #gateway: Gateway | undefined;
+  readonly #config: Config | undefined;
+  /** Snapshot answers given through fetch() (the feed), since this instance started. */
+  #feedRequests = 0;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const config = configFor(env as unknown as Record<string, unknown>);
     if (config instanceof Error) return;
+    this.#config = config;
     this.#gateway = createGateway(config, {
       // Looked up per call, so tests that spy on globalThis.fetch see every request.
       fetch: (input, init) => fetch(input, init),
@@ -52,8 +57,26 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     return result;
   }
 
+  /**
+   * The snapshot feed (`GET /snapshot`): the same result as `getSnapshot()`, as an HTTP answer whose
+   * body is the prepared bytes and whose Cache-Control follows the snapshot's age (snapshot-feed.ts).
+   * A fetch body reaches the isolate cheaper than an RPC return value of the same bytes, and it can
+   * stream through the feed entrypoint and be kept by Workers Cache.
+   */
+  override async fetch(request: Request): Promise<Response> {
+    if (new URL(request.url).pathname !== FEED_PATH) return new Response(null, { status: 404 });
+    this.#feedRequests++;
+    const c = this.#config;
+    // Fresh, or wait for the one refresh (stale-if-error still applies): what the feed answers is
+    // kept by Workers Cache for the rest of its TTL, and the cache does its own stale-while-revalidate.
+    const ttlMs = (c?.vehiclesTtlS ?? 0) * 1000;
+    const result = await this.getSnapshot({ notOlderThan: Date.now() - ttlMs + 1 });
+    return feedResponse(result, { ttlS: c?.vehiclesTtlS ?? 0, staleS: c?.vehiclesStaleS ?? 0, now: Date.now() });
+  }
+
   async status(): Promise<GatewayStatus> {
-    return this.#configured().status();
+    const s = await this.#configured().status();
+    return { ...s, counters: { ...s.counters, feedRequests: this.#feedRequests } };
   }
 
   async warm(opts: { tokenValidForS: number }): Promise<WarmResult> {

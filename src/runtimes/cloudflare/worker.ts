@@ -8,6 +8,7 @@ import type { Env } from "./env.ts";
 import { depsFor } from "./isolate.ts";
 
 export { PartnerGateway } from "./gateway-object.ts";
+export { SnapshotFeed } from "./snapshot-feed.ts";
 
 const app = createApp();
 

@@ -8,6 +8,7 @@ import {
 } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import {
+  FAILED_REFRESH_HOLD_MS,
   MAX_PERSISTED_BYTES,
   SNAPSHOT_STORE_KEY,
   SnapshotService,
@@ -231,6 +232,26 @@ describe("SnapshotService.get", () => {
     up.ok();
     expect(await service.get()).toMatchObject({ ok: true, stale: false });
     expect(up.calls()).toBe(2);
+  });
+
+  it("asking for newer data right after a failed refresh: the servable copy with the error, no second fetch until the hold ends", async () => {
+    const { service, up, clock } = setup();
+    up.ok();
+    await service.get();
+    clock.t += TTL + 1_000;
+    up.fail(new AppError("partner_unavailable"));
+    const first = await service.get({ notOlderThan: clock.t - TTL + 1 });
+    expect(first).toMatchObject({ ok: true, stale: true, error: { code: "partner_unavailable" } });
+    expect(up.calls()).toBe(2);
+    clock.t += FAILED_REFRESH_HOLD_MS - 1;
+    for (let i = 0; i < 20; i++) {
+      expect(await service.get({ notOlderThan: clock.t - TTL + 1 })).toMatchObject({ ok: true, stale: true });
+    }
+    expect(up.calls()).toBe(2);
+    clock.t += 1;
+    up.ok();
+    expect(await service.get({ notOlderThan: clock.t - TTL + 1 })).toMatchObject({ ok: true, stale: false });
+    expect(up.calls()).toBe(3);
   });
 
   it("nothing to serve: ok:false with the upstream's code and Retry-After", async () => {

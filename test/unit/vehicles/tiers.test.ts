@@ -178,7 +178,7 @@ describe("one fill per isolate", () => {
     const statuses = new Set(res.map((r) => r.headers.get("cache-status")));
     expect(statuses).toEqual(
       new Set([
-        "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss; stored, gateway-memory; fwd=miss; stored",
+        "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss, gateway-memory; fwd=miss; stored",
         "gateway-memory; fwd=miss; collapsed; stored",
       ]),
     );
@@ -239,5 +239,67 @@ describe("one fill per isolate", () => {
     const notModified = await t.get("/v1/vehicles?limit=2", { "if-none-match": etag });
     expect(notModified.status).toBe(304);
     expect(notModified.headers.get("link")).toBe(page1.headers.get("link"));
+  });
+});
+
+describe("an honest L2", () => {
+  /** A Cache API that resolves every put and keeps nothing (what `*.workers.dev` deployments get). */
+  function storesNothing() {
+    const calls = { put: 0, match: 0 };
+    return {
+      calls,
+      cache: {
+        async match() {
+          calls.match++;
+          return undefined;
+        },
+        async put(_key: string, response: Response) {
+          calls.put++;
+          await response.body?.cancel();
+        },
+      },
+    };
+  }
+
+  it("finds out that the Cache API stores nothing, says so once, and stops claiming `stored`", async () => {
+    const t = setup();
+    const fake = storesNothing();
+    t.deps.cache = fake.cache;
+    const first = await t.get("/v1/vehicles?limit=1");
+    // Unknown yet: no `stored` claim for the cache.
+    expect(first.headers.get("cache-status")).toBe(
+      "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss, gateway-memory; fwd=miss; stored",
+    );
+    await t.settle();
+    expect(t.deps.memory.l2?.state).toBe("not-storing");
+    expect(t.calls.logs.filter((l) => l.includes("cache_not_storing"))).toHaveLength(1);
+    // The next fill (a new snapshot) neither reads nor writes the dead cache, and says why.
+    t.deps.memory.snapshot = undefined;
+    t.setGateway({ ok: true, snapshot: await envelope(Date.now() + 1), stale: false });
+    const second = await t.get("/v1/vehicles?limit=1");
+    expect(second.headers.get("cache-status")).toBe(
+      "gateway-object; fwd=miss; stored, gateway-cache; fwd=bypass; detail=not-storing, gateway-memory; fwd=miss; stored",
+    );
+    await t.settle();
+    expect(fake.calls).toEqual({ put: 1, match: 2 });
+    expect(t.calls.logs.filter((l) => l.includes("cache_not_storing"))).toHaveLength(1);
+    const health = (await (await t.get("/health")).json()) as { isolate: { cacheApi: string } };
+    expect(health.isolate.cacheApi).toBe("not-storing");
+  });
+
+  it("a Cache API that keeps entries is marked storing, and later fills say `stored`", async () => {
+    const t = setup();
+    await t.get("/v1/vehicles?limit=1");
+    await t.settle();
+    expect(t.deps.memory.l2?.state).toBe("storing");
+    // Much later: L1 and the L2 entry are past serving, so the next fill comes from the object.
+    const later = Date.now() + 400_000;
+    t.deps.clock = { now: () => later };
+    t.setGateway({ ok: true, snapshot: await envelope(later), stale: false });
+    const next = await t.get("/v1/vehicles?limit=1");
+    expect(next.headers.get("cache-status")).toBe(
+      "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss; stored, gateway-memory; fwd=miss; stored",
+    );
+    expect(t.calls.logs.some((l) => l.includes("cache_not_storing"))).toBe(false);
   });
 });
