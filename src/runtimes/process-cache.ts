@@ -1,5 +1,13 @@
 import type { Logger, ResponseCache } from "../deps.ts";
 
+/** The part of the Cache API used here; typed locally, as Bun's types (like Bun) have none. */
+interface NamedCaches {
+  open(name: string): Promise<{
+    match(key: string): Promise<Response | undefined>;
+    put(key: string, response: Response): Promise<void>;
+  }>;
+}
+
 /**
  * L2 of a server process: the runtime's Cache API (Deno) in a named cache, opened once for the
  * process. Deno keeps that cache on disk under DENO_DIR, so opening it can fail (a read-only or
@@ -9,7 +17,7 @@ import type { Logger, ResponseCache } from "../deps.ts";
  * Feature detection, no runtime import.
  */
 export function processCache(name: string, log: Logger, fallback: () => ResponseCache): ResponseCache {
-  const storage = (globalThis as { caches?: CacheStorage }).caches;
+  const storage = (globalThis as { caches?: NamedCaches }).caches;
   if (typeof storage?.open !== "function") return fallback();
   // One open shared by every request: safe in a long-lived process (it would not be in a Worker).
   let current: Promise<ResponseCache> | undefined;
