@@ -1,20 +1,10 @@
 /**
- * Deno entry: `deno run --allow-net --allow-env --allow-read src/runtimes/deno.ts`. Settings come
- * from the environment (the Worker's names); PORT (default 8787), HOST. L2 is Deno's Cache API.
+ * Deno entry: `deno run --allow-net --allow-env src/runtimes/deno.ts`. Settings come from the
+ * environment (the Worker's names); PORT (default 8787), HOST. L2 is Deno's Cache API (a bounded
+ * memory cache if it cannot be opened). Checked with Deno's own types (deno.json,
+ * `npm run typecheck:deno`); everything it imports is the runtime-free core.
  */
 import { createGatewayServer, listenOptions, logListening, stopper } from "./server.ts";
-
-/** The part of the `Deno` global used here (typed locally: the core type check knows no runtime). */
-interface DenoLike {
-  env: { toObject(): Record<string, string> };
-  serve(
-    options: { port: number; hostname?: string; onListen(addr: { hostname: string; port: number }): void },
-    handler: (request: Request) => Promise<Response>,
-  ): { shutdown(): Promise<void> };
-  addSignalListener(signal: "SIGINT" | "SIGTERM", handler: () => void): void;
-  exit(code: number): never;
-}
-const { Deno } = globalThis as unknown as { Deno: DenoLike };
 
 const settings = Deno.env.toObject();
 const server = createGatewayServer(settings);
