@@ -214,9 +214,10 @@ export function describeGatewayOn(runtime: Runtime): void {
       // issued it: the answer may still be on its way, and on a busy machine the second token can
       // run out meanwhile (the race that made this test fail under load).
       type Health = { gateway: { token: { state: string; tokenRequests: number } } };
+      const url = proc.url;
       const health = await until(
         "a valid token from the second alarm refresh",
-        async () => JSON.parse((await get(proc.url, "/health")).text) as Health,
+        async () => JSON.parse((await get(url, "/health")).text) as Health,
         (h) => h.gateway.token.tokenRequests >= 3 && h.gateway.token.state === "valid",
       );
       expect(health.gateway.token.state).toBe("valid");
