@@ -57,8 +57,13 @@ function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
 }
 
 function answer(ifNoneMatch: string | undefined, body: string, etag: string, headers: Record<string, string>) {
-  const all = { ...headers, etag, "cache-control": CACHE_CONTROL };
-  if (notModified(ifNoneMatch, etag)) return new Response(null, { status: 304, headers: all });
+  const all: Record<string, string> = { ...headers, etag, "cache-control": CACHE_CONTROL };
+  if (notModified(ifNoneMatch, etag)) {
+    // RFC 9110 §15.4.5: a 304 carries no representation metadata such as Content-Type (a
+    // validating proxy, Prism, read the empty body as JSON because of it and answered 500).
+    const { "content-type": _t, ...rest } = all;
+    return new Response(null, { status: 304, headers: rest });
+  }
   return new Response(body, { status: 200, headers: all });
 }
 

@@ -111,6 +111,8 @@ describe("GET /openapi.json", () => {
     const again = await get("/openapi.json", { headers: { "if-none-match": res.headers.get("etag") ?? "" } });
     expect(again.status).toBe(304);
     expect(again.headers.get("cache-control")).toBe("public, max-age=300");
+    // RFC 9110 §15.4.5: no representation metadata on a 304.
+    expect(again.headers.get("content-type")).toBeNull();
 
     // Issue 12, item 4: a cached copy is shared across hosts, so the Host must not shape it.
     const other = await exports.default.fetch(new Request("http://attacker.example/openapi.json"));
