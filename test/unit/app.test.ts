@@ -256,6 +256,15 @@ describe("configuration errors", () => {
     expect(calls.logs.join("\n")).not.toContain("partner.example");
   });
 
+  it("takes the partner's new home (partner.free2move.com) as it is, no code change", async () => {
+    const { get } = setup({
+      PARTNER_TOKEN_URL: "https://partner.free2move.com/auth/realms/partner/protocol/openid-connect/token",
+      PARTNER_API_URL: "https://partner.free2move.com",
+    });
+    const health = (await (await get("/health")).json()) as { config: { ok: boolean; partnerApi: string } };
+    expect(health.config).toMatchObject({ ok: true, partnerApi: "https://partner.free2move.com" });
+  });
+
   it("never echoes a secret's value", async () => {
     const { get, calls } = setup({ PARTNER_CLIENT_AUTH: "nope", PARTNER_CLIENT_SECRET: SECRET });
     const text = await (await get("/v1/vehicles")).text();
