@@ -3,11 +3,11 @@
  * `c.env.deps` (per isolate) and `c.executionCtx` (per request).
  */
 
-import { Hono, type MiddlewareHandler } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { type Config, ConfigError } from "./config.ts";
-import type { Deps } from "./deps.ts";
+import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { sha256Hex } from "./http/upstream.ts";
@@ -20,6 +20,39 @@ export interface AppEnv {
 
 /** Longest URL (path and query) we read; longer: 414. */
 const MAX_URL_LENGTH = 4096;
+
+/**
+ * On Workers, Cloudflare sets `cf-ray` on every request it hands the Worker, so it names the
+ * request in Cloudflare's own logs too. Anywhere else (Deno, Bun) the header is whatever the
+ * client sent, at any length, and would go into every log line: there the id is generated.
+ * `navigator.userAgent` is "Cloudflare-Workers" on Workers (global_navigator, on by default).
+ */
+const ON_WORKERS = typeof navigator !== "undefined" && navigator.userAgent === "Cloudflare-Workers";
+/** A Ray ID: 16 hex digits, then the data centre (`-FRA`); anything else is not Cloudflare's. */
+const CF_RAY = /^[0-9a-f]{16}(?:-[A-Z]{3,4})?$/;
+
+function requestIdOf(cfRay: string | undefined): string {
+  return ON_WORKERS && cfRay !== undefined && CF_RAY.test(cfRay) ? cfRay : crypto.randomUUID();
+}
+
+/**
+ * How long an isolate reuses the gateway object's status for /health: a flood of /health costs
+ * the object (which also serves every snapshot fill) at most one call per isolate this often.
+ */
+export const HEALTH_STATUS_TTL_MS = 3_000;
+/** How long other /health requests wait for the one status call in flight before making their own. */
+const HEALTH_STATUS_WAIT_MS = 5_000;
+const HEALTH_STATUS_POLL_MS = 20;
+
+/** The last status copy of an isolate: plain values only (no promise is shared across requests). */
+interface StatusCopy {
+  at?: number;
+  ok?: boolean;
+  gateway?: unknown;
+  /** Epoch ms until which one request's status call is taken to be in flight. */
+  fetchingUntil?: number;
+}
+const statusCopies = new WeakMap<IsolateMemory, StatusCopy>();
 
 /** waitUntil where the runtime has one, else let the promise run (Deno and Bun keep the process alive). */
 export function waitUntilOf(c: {
@@ -49,6 +82,61 @@ async function keyTag(key: string): Promise<string> {
   return (await sha256Hex(key)).slice(0, 16);
 }
 
+/**
+ * Who is calling: with API keys on, `valid` (rate-limit bucket per key, by a hash) or `invalid`
+ * (a missing or unknown key; bucket per client IP); `off` without keys.
+ */
+async function authenticate(c: Context<AppEnv>): Promise<{ caller: string; key: "valid" | "invalid" | "off" }> {
+  const { apiKeys } = c.get("config");
+  const ip = c.req.header("cf-connecting-ip") ?? "anonymous";
+  if (!apiKeys) return { caller: ip, key: "off" };
+  const key = c.req.header("x-api-key") ?? "";
+  let ok = false;
+  for (const k of apiKeys) ok = safeEqual(key, k) || ok;
+  return ok ? { caller: `key:${await keyTag(key)}`, key: "valid" } : { caller: ip, key: "invalid" };
+}
+
+/** The per-caller limit (the Workers Rate Limiting binding), where the deployment has one. */
+async function rateLimit(c: Context<AppEnv>, caller: string): Promise<void> {
+  const limiter = c.env.deps.rateLimit;
+  if (limiter && !(await limiter(caller))) throw new AppError("rate_limited", { retryAfterS: 60 });
+}
+
+/**
+ * The gateway object's status, from this isolate's copy while it is younger than
+ * HEALTH_STATUS_TTL_MS. One request refreshes it; requests meanwhile serve the older copy, or,
+ * with none yet, poll for the new one (a plain value; no promise is shared across requests).
+ */
+async function gatewayStatus(deps: Deps): Promise<{ ok: boolean; gateway: unknown }> {
+  let copy = statusCopies.get(deps.memory);
+  if (copy === undefined) {
+    copy = {};
+    statusCopies.set(deps.memory, copy);
+  }
+  const fresh = () => copy.at !== undefined && deps.clock.now() - copy.at < HEALTH_STATUS_TTL_MS;
+  const fetching = () => copy.fetchingUntil !== undefined && deps.clock.now() < copy.fetchingUntil;
+  if (!fresh() && fetching()) {
+    for (let waited = 0; copy.at === undefined && fetching() && waited < HEALTH_STATUS_WAIT_MS; ) {
+      await new Promise((resolve) => setTimeout(resolve, HEALTH_STATUS_POLL_MS));
+      waited += HEALTH_STATUS_POLL_MS;
+    }
+    if (copy.at !== undefined) return { ok: copy.ok ?? false, gateway: copy.gateway };
+  }
+  if (!fresh()) {
+    copy.fetchingUntil = deps.clock.now() + HEALTH_STATUS_WAIT_MS;
+    let ok = true;
+    let gateway: unknown;
+    try {
+      gateway = await deps.gateway.status();
+    } catch (err) {
+      ok = false;
+      gateway = { error: err instanceof AppError ? err.code : "gateway_unavailable" };
+    }
+    Object.assign(copy, { at: deps.clock.now(), ok, gateway, fetchingUntil: undefined });
+  }
+  return { ok: copy.ok ?? false, gateway: copy.gateway };
+}
+
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
@@ -56,7 +144,7 @@ export function createApp(): Hono<AppEnv> {
   app.use(async (c, next) => {
     const deps = c.env.deps;
     const started = deps.clock.now();
-    const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+    const requestId = requestIdOf(c.req.header("cf-ray"));
     c.set("requestId", requestId);
     c.set("logFields", {});
     await next();
@@ -115,21 +203,30 @@ export function createApp(): Hono<AppEnv> {
   // CORS only for configured origins; no wildcard unless configured as "*". A request from any
   // other origin (or none) gets no CORS header at all, and its preflight a bare 204 that a
   // browser cannot use. Before the input checks, so a configured origin can read their errors.
-  app.use(async (c, next) => {
-    const origins = c.get("config").corsOrigins;
-    if (origins.length === 0) return next();
-    const origin = c.req.header("origin");
-    if (!origins.includes("*") && (origin === undefined || !origins.includes(origin))) {
-      if (c.req.method === "OPTIONS") return c.body(null, 204);
-      return next();
-    }
-    return cors({
+  const corsHeaders = (origins: readonly string[]) =>
+    cors({
       origin: origins.includes("*") ? "*" : (o) => (origins.includes(o) ? o : null),
       allowMethods: ["GET", "HEAD", "OPTIONS"],
       allowHeaders: ["x-api-key", "if-none-match"],
       exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
       maxAge: 600,
-    })(c, next);
+    });
+  app.use(async (c, next) => {
+    const origins = c.get("config").corsOrigins;
+    if (origins.length === 0) return next();
+    const origin = c.req.header("origin");
+    if (!origins.includes("*") && (origin === undefined || !origins.includes(origin))) {
+      if (c.req.method === "OPTIONS") c.res = c.body(null, 204);
+      else await next();
+    } else {
+      // Hono's cors answers a preflight by returning a response rather than setting c.res.
+      const preflight = await corsHeaders(origins)(c, next);
+      if (preflight) c.res = preflight;
+    }
+    // Every answer depends on Origin once CORS is on, not only those to allowed origins: else a
+    // shared cache (RFC 9111 §4.1) could store the copy without CORS headers and hand it to the
+    // allowed app. The first middleware folds duplicate Vary tokens.
+    c.res.headers.append("vary", "Origin");
   });
 
   // Bad requests before any work: oversized URLs, bodies on read-only routes. Only GET and HEAD
@@ -151,41 +248,30 @@ export function createApp(): Hono<AppEnv> {
   const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
     // A preflight carries no credentials (Fetch standard, CORS-preflight request).
     if (c.req.method === "OPTIONS") return next();
-    const { apiKeys } = c.get("config");
-    const deps = c.env.deps;
-    let caller = c.req.header("cf-connecting-ip") ?? "anonymous";
-    if (apiKeys) {
-      const key = c.req.header("x-api-key") ?? "";
-      let ok = false;
-      for (const k of apiKeys) ok = safeEqual(key, k) || ok;
-      if (!ok) {
-        throw new AppError("unauthorized", {
-          detail: "send a valid key in the x-api-key header",
-          extra: { authentication: "x-api-key" },
-        });
-      }
-      caller = `key:${await keyTag(key)}`;
+    const { caller, key } = await authenticate(c);
+    if (key === "invalid") {
+      throw new AppError("unauthorized", {
+        detail: "send a valid key in the x-api-key header",
+        extra: { authentication: "x-api-key" },
+      });
     }
-    if (deps.rateLimit && !(await deps.rateLimit(caller))) {
-      throw new AppError("rate_limited", { retryAfterS: 60 });
-    }
+    await rateLimit(c, caller);
     await next();
   };
   app.use("/v1/*", guard);
 
   app.route("/v1/vehicles", vehicleRoutes());
 
+  // Liveness for anyone, from this isolate alone; the detailed state (partner URL, auth method,
+  // token and breaker state, last error) only to a valid key when keys are on, open when they
+  // are off. Rate-limited like the API: a flood of /health is not free.
   app.get("/health", async (c) => {
     const deps = c.env.deps;
     const config = c.get("config");
-    let gateway: unknown;
-    let ok = true;
-    try {
-      gateway = await deps.gateway.status();
-    } catch (err) {
-      ok = false;
-      gateway = { error: err instanceof AppError ? err.code : "gateway_unavailable" };
-    }
+    const { caller, key } = await authenticate(c);
+    await rateLimit(c, caller);
+    if (key === "invalid") return c.json({ status: "ok" }, 200, { "cache-control": "no-store" });
+    const { ok, gateway } = await gatewayStatus(deps);
     return c.json(
       {
         status: ok ? "ok" : "degraded",

@@ -1,7 +1,7 @@
 /**
- * GET|HEAD /openapi.json and /docs: the OpenAPI 3.1 document (with `servers` naming the origin
- * the caller used) and its HTML rendering. Both are built once per isolate and origin and kept
- * as plain strings; neither touches the partner.
+ * GET|HEAD /openapi.json and /docs: the OpenAPI 3.1 document (its `servers` URL relative, so the
+ * same text whatever Host a request names) and its HTML rendering. Both are built once per
+ * isolate and kept as plain strings; neither touches the partner.
  */
 
 import { Hono } from "hono";
@@ -10,13 +10,11 @@ import { fnv1a32 } from "../hash.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";
 
-/** Both documents may be cached by browsers and shared caches for a while (RFC 9111 §5.2.2.1). */
-const CACHE_CONTROL = "public, max-age=300";
 /**
- * Origins kept per isolate. The Host a request names is the caller's choice, so the cache is
- * bounded: past this many origins the oldest is dropped (a Worker on its own domains sees one or two).
+ * Both documents may be cached by browsers and shared caches for a while (RFC 9111 §5.2.2.1):
+ * neither depends on anything in the request (no Host, no key), so no `Vary` is needed.
  */
-const MAX_ORIGINS = 8;
+const CACHE_CONTROL = "public, max-age=300";
 
 interface Rendered {
   json: string;
@@ -25,7 +23,7 @@ interface Rendered {
   htmlEtag?: string;
 }
 
-const rendered = new Map<string, Rendered>();
+const rendered = new Map<number, Rendered>();
 /** `'sha256-…'` of DOCS_STYLE; a plain value once computed (no promise shared across requests). */
 let styleHash: string | undefined;
 
@@ -33,20 +31,13 @@ function fnv1a(s: string): string {
   return `W/"${fnv1a32(s).toString(16).padStart(8, "0")}-${s.length.toString(36)}"`;
 }
 
-function renderedFor(origin: string, maxLimit: number): Rendered {
-  const key = `${maxLimit}|${origin}`;
-  const hit = rendered.get(key);
+/** Keyed by `maxLimit`, the only setting the document shows (one per deployment). */
+function renderedFor(maxLimit: number): Rendered {
+  const hit = rendered.get(maxLimit);
   if (hit) return hit;
-  // Memoized by buildOpenApiDocument per maxLimit; the origin goes into a shallow copy so that
-  // memo never grows with the Host header.
-  const { openapi, info, ...rest } = buildOpenApiDocument({ maxLimit }) as Record<string, unknown>;
-  const json = JSON.stringify({ openapi, info, servers: [{ url: origin }], ...rest });
+  const json = JSON.stringify(buildOpenApiDocument({ maxLimit }));
   const entry: Rendered = { json, jsonEtag: fnv1a(json) };
-  if (rendered.size >= MAX_ORIGINS) {
-    const oldest = rendered.keys().next().value;
-    if (oldest !== undefined) rendered.delete(oldest);
-  }
-  rendered.set(key, entry);
+  rendered.set(maxLimit, entry);
   return entry;
 }
 
@@ -66,8 +57,13 @@ function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
 }
 
 function answer(ifNoneMatch: string | undefined, body: string, etag: string, headers: Record<string, string>) {
-  const all = { ...headers, etag, "cache-control": CACHE_CONTROL };
-  if (notModified(ifNoneMatch, etag)) return new Response(null, { status: 304, headers: all });
+  const all: Record<string, string> = { ...headers, etag, "cache-control": CACHE_CONTROL };
+  if (notModified(ifNoneMatch, etag)) {
+    // RFC 9110 §15.4.5: a 304 carries no representation metadata such as Content-Type (a
+    // validating proxy, Prism, read the empty body as JSON because of it and answered 500).
+    const { "content-type": _t, ...rest } = all;
+    return new Response(null, { status: 304, headers: rest });
+  }
   return new Response(body, { status: 200, headers: all });
 }
 
@@ -76,14 +72,14 @@ export function docsRoutes(): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
 
   r.get("/openapi.json", (c) => {
-    const doc = renderedFor(new URL(c.req.url).origin, c.get("config").vehiclesMaxLimit);
+    const doc = renderedFor(c.get("config").vehiclesMaxLimit);
     return answer(c.req.header("if-none-match"), doc.json, doc.jsonEtag, {
       "content-type": "application/json; charset=utf-8",
     });
   });
 
   r.get("/docs", async (c) => {
-    const doc = renderedFor(new URL(c.req.url).origin, c.get("config").vehiclesMaxLimit);
+    const doc = renderedFor(c.get("config").vehiclesMaxLimit);
     if (doc.html === undefined) {
       doc.html = renderDocsPage(JSON.parse(doc.json) as object);
       doc.htmlEtag = fnv1a(doc.html);

@@ -12,7 +12,7 @@ import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource, T
 import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
 import { backoffMs, sha256Hex } from "../http/upstream.ts";
 import { isUsable, minRefreshIntervalMs, scheduleRefresh, usableUntil } from "./refresh-timing.ts";
-import { requestToken, type TokenGrant } from "./token-endpoint.ts";
+import { oauthErrorText, requestToken, type TokenGrant } from "./token-endpoint.ts";
 
 /** Storage key of the persisted token. */
 export const TOKEN_STORE_KEY = "oauth:token";
@@ -366,15 +366,16 @@ export class TokenBroker implements TokenSource {
         if (this.#clock.now() + delay + this.#config.tokenTimeoutMs - start > RETRY_BUDGET_MS) break;
         await this.#sleep(delay);
       }
-      const sentAt = this.#clock.now();
       this.#tokenRequests++;
       try {
-        const grant = await requestToken(this.#fetch, this.#config, sentAt);
+        const grant = await requestToken(this.#fetch, this.#config, this.#clock);
         return await this.#accept(grant);
       } catch (e) {
         err = toAppError(e);
         const fields: Record<string, unknown> = { code: err.code, attempt: attempt + 1 };
         if (err.detail !== undefined) fields.detail = err.detail;
+        const oauthError = oauthErrorText(err);
+        if (oauthError !== undefined) fields.oauthError = oauthError;
         if (err.retryAfterS !== undefined) fields.retryAfterS = err.retryAfterS;
         this.#log.log("warn", "token_request_failed", fields);
         if (!TRANSIENT.has(err.code)) break;

@@ -7,9 +7,10 @@
  * No error built here carries the response body, the access token or the client secret.
  */
 import type { Config } from "../config.ts";
-import type { FetchFn } from "../deps.ts";
+import type { Clock, FetchFn } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import { isUsable } from "./refresh-timing.ts";
 
 /** The settings that shape a token request. */
 export type TokenRequestConfig = Pick<Config, "tokenUrl" | "clientId" | "clientSecret" | "clientAuth" | "scope">;
@@ -46,6 +47,31 @@ export const TOKEN_RETRY_AFTER_MAX_S = 300;
 
 /** RFC 6749 §5.2: `error` and `error_description` are limited to these characters. */
 const OAUTH_ERROR_CODE = /^[\x20-\x21\x23-\x5B\x5D-\x7E]+$/;
+
+/**
+ * The error codes a token endpoint may answer with, as registered: RFC 6749 §5.2, plus the
+ * §4.1.2.1 codes servers use for transient trouble (both in the OAuth Extensions Error Registry,
+ * §11.4). Only these reach a client's `detail`: any other `error` is the server's own text (a
+ * token endpoint answering `{"error":"Account suspended - call ..."}` would otherwise put its
+ * message into every client answer for the negative-cache window), so it becomes
+ * UNREGISTERED_OAUTH_ERROR on the wire and goes to the log only (see oauthErrorText).
+ */
+const REGISTERED_OAUTH_ERRORS: ReadonlySet<string> = new Set([
+  "invalid_request",
+  "invalid_client",
+  "invalid_grant",
+  "unauthorized_client",
+  "unsupported_grant_type",
+  "invalid_scope",
+  "temporarily_unavailable",
+  "server_error",
+]);
+
+/** The fixed `detail` that stands for an `error` code that is not registered. */
+export const UNREGISTERED_OAUTH_ERROR = "unregistered OAuth error code";
+
+/** Longest unregistered `error` text kept for the log. */
+const OAUTH_ERROR_LOG_CHARS = 100;
 
 /**
  * RFC 6750 §2.1: the token travels as `Authorization: Bearer b64token`, so it must be a
@@ -117,10 +143,20 @@ function parseJsonObject(text: string): Record<string, unknown> | undefined {
   }
 }
 
-/** The §5.2 `error` code when it is a well-formed one, else undefined. */
+/** The §5.2 `error` member when it is a well-formed string (registered or not), else undefined. */
 function oauthErrorCode(body: Record<string, unknown> | undefined): string | undefined {
   const e = body?.error;
-  return typeof e === "string" && e.length <= 100 && OAUTH_ERROR_CODE.test(e) ? e : undefined;
+  return typeof e === "string" && e.length <= OAUTH_ERROR_LOG_CHARS && OAUTH_ERROR_CODE.test(e) ? e : undefined;
+}
+
+/**
+ * The server's own text of an AppError built here for an unregistered `error` code, for the log
+ * only (never `detail`, never `extra`). Undefined for any other error.
+ */
+export function oauthErrorText(err: unknown): string | undefined {
+  if (!(err instanceof AppError)) return undefined;
+  const cause = err.cause as { unregisteredOAuthError?: unknown } | undefined;
+  return typeof cause?.unregisteredOAuthError === "string" ? cause.unregisteredOAuthError : undefined;
 }
 
 function invalid(detail: string): AppError {
@@ -128,17 +164,24 @@ function invalid(detail: string): AppError {
 }
 
 /**
- * Maps an RFC 6749 §5.2 error code to our error. `error` is a registered code (or at least a
- * checked §5.2 string), not server prose, so it may go into the detail.
+ * Maps an RFC 6749 §5.2 error code to our error. A registered code is a fixed token, not server
+ * prose, so it may go into the detail; anything else is replaced by UNREGISTERED_OAUTH_ERROR and
+ * kept (cut short, the client secret masked) on the error's `cause` for the log.
  */
-function errorFromOAuthCode(code: string): AppError {
+function errorFromOAuthCode(code: string, clientSecret: string): AppError {
   // Not token-endpoint codes in §5.2, but servers use the §4.1.2.1 codes for transient trouble.
   if (code === "temporarily_unavailable") return new AppError("token_endpoint_unavailable", { detail: code });
   if (code === "server_error") return new AppError("token_endpoint_error", { detail: code });
   // invalid_client / unauthorized_client are the credentials themselves. The other §5.2 codes
   // (invalid_request, invalid_grant, invalid_scope, unsupported_grant_type, or an unknown one) are
   // just as permanent: the same request gets the same answer, so they are negative-cached alike.
-  return new AppError("token_client_rejected", { detail: code });
+  if (REGISTERED_OAUTH_ERRORS.has(code)) return new AppError("token_client_rejected", { detail: code });
+  // An endpoint could echo what we sent: the secret never reaches a log line either.
+  const text = (clientSecret === "" ? code : code.replaceAll(clientSecret, "[secret]")).slice(0, OAUTH_ERROR_LOG_CHARS);
+  return new AppError("token_client_rejected", {
+    detail: UNREGISTERED_OAUTH_ERROR,
+    cause: { unregisteredOAuthError: text },
+  });
 }
 
 /**
@@ -156,7 +199,12 @@ function errorFromOAuthCode(code: string): AppError {
  *   (RFC 6749 §5.1), so counting from before the request errs on the early side by the latency.
  * @param defaultLifetimeS the lifetime assumed when `expires_in` is absent (it is RECOMMENDED, not REQUIRED).
  */
-export function parseTokenResponse(res: UpstreamResponse, nowMs: number, defaultLifetimeS: number): TokenGrant {
+export function parseTokenResponse(
+  res: UpstreamResponse,
+  nowMs: number,
+  defaultLifetimeS: number,
+  clientSecret = "",
+): TokenGrant {
   const { status, headers } = res;
   // With redirect: "manual" a browser-like fetch may report an opaque redirect as status 0.
   if (status === 0 || (status >= 300 && status < 400)) {
@@ -173,7 +221,7 @@ export function parseTokenResponse(res: UpstreamResponse, nowMs: number, default
   }
   if (status >= 500 || status === 408) throw new AppError("token_endpoint_error", { detail: `HTTP ${status}` });
   if (status >= 400) {
-    if (code !== undefined) throw errorFromOAuthCode(code);
+    if (code !== undefined) throw errorFromOAuthCode(code, clientSecret);
     // RFC 6749 §5.2: 401 is how the endpoint says the client failed to authenticate.
     if (status === 401) throw new AppError("token_client_rejected", { detail: "HTTP 401" });
     // A 4xx that is not a §5.2 answer (a wrong URL's 404, a WAF page) follows no protocol we know.
@@ -186,7 +234,7 @@ export function parseTokenResponse(res: UpstreamResponse, nowMs: number, default
   if (body === undefined) throw invalid("body is not a JSON object");
   // A 200 carrying `error` is an error answer in the wrong status, never a token.
   if (body.error !== undefined) {
-    throw code === undefined ? invalid("malformed error member") : errorFromOAuthCode(code);
+    throw code === undefined ? invalid("malformed error member") : errorFromOAuthCode(code, clientSecret);
   }
 
   const token = body.access_token;
@@ -223,9 +271,14 @@ function parseExpiresIn(raw: unknown, defaultLifetimeS: number): number {
  * Sends one token request through `fetchUpstream` (deadline over headers and body, size cap,
  * manual redirects) and validates the answer. Transport failures map to: timeout ->
  * `token_endpoint_timeout`, network -> `token_endpoint_unavailable`, too large -> `token_response_invalid`.
- * @param nowMs the clock reading just before sending (see parseTokenResponse).
+ * A grant that is no longer usable when its answer has arrived (a slow endpoint, a short
+ * `expires_in`: 3 s to answer `expires_in: 2`) is `token_response_invalid` too: it would reach
+ * the partner expired, and so would its 401 replay.
+ * @param clock read just before sending (the base of `expires_in`, see parseTokenResponse) and
+ *   again once the answer is read.
  */
-export async function requestToken(fetchFn: FetchFn, config: TokenEndpointConfig, nowMs: number): Promise<TokenGrant> {
+export async function requestToken(fetchFn: FetchFn, config: TokenEndpointConfig, clock: Clock): Promise<TokenGrant> {
+  const nowMs = clock.now();
   let res: UpstreamResponse;
   try {
     res = await fetchUpstream(fetchFn, buildTokenRequest(config), {
@@ -242,5 +295,8 @@ export async function requestToken(fetchFn: FetchFn, config: TokenEndpointConfig
     // fetchUpstream wraps every failure; anything else (a bad tokenUrl in new Request) is ours.
     throw new AppError("internal", { cause: err });
   }
-  return parseTokenResponse(res, nowMs, config.tokenDefaultLifetimeS);
+  const grant = parseTokenResponse(res, nowMs, config.tokenDefaultLifetimeS, config.clientSecret);
+  // Usable means with its safety remainder left (refresh-timing.ts), the rule every send obeys.
+  if (!isUsable(grant, clock.now())) throw invalid("token expired before it arrived");
+  return grant;
 }

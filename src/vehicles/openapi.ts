@@ -6,7 +6,7 @@
 import { type ConversionConfig, type JsonSchema, toJsonSchema } from "@valibot/to-json-schema";
 import * as v from "valibot";
 import { ERROR_STATUS, type ErrorCode, PROBLEM_CONTENT_TYPE } from "../errors.ts";
-import { type QueryParameter, VIN_PARAMETER, vehicleQueryParameters } from "./query.ts";
+import { type QueryParameter, TRANSMISSION_ALIASES, VIN_PARAMETER, vehicleQueryParameters } from "./query.ts";
 import { VehicleListSchema, VehicleResponseSchema, VehicleSchema } from "./schema.ts";
 
 /** RFC 9457 problem details, with our stable `code` and, for a bad parameter, its name. */
@@ -80,12 +80,60 @@ function errors(...statuses: string[]): Record<string, object> {
   return Object.fromEntries(statuses.map((s) => [s, { $ref: `#/components/responses/Problem${s}` }]));
 }
 
+/**
+ * A fixed-length tuple (`prefixItems` + `items: false`, JSON Schema 2020-12) as a plain array of
+ * that length whose items admit every position's values. Validating proxies and generators
+ * (Prism, Swagger UI, openapi-generator) do not read `prefixItems`: Prism answered 422 to
+ * `?bbox=13.3,52.45,13.5,52.6`. Per-position bounds stay in the description; a value the plain
+ * array admits but the gateway refuses (a latitude of 100) gets the documented 400.
+ */
+function tupleAsArray(schema: JsonSchema): JsonSchema {
+  const positions = schema.prefixItems;
+  if (!Array.isArray(positions) || schema.items !== false) return schema;
+  const { prefixItems: _p, items: _i, ...rest } = schema;
+  const items = positions as JsonSchema[];
+  const numeric = items.every((s) => s.type === "number");
+  const bound = (k: "minimum" | "maximum", pick: (...xs: number[]) => number) => {
+    const xs = items.map((s) => s[k]);
+    return xs.every((x) => typeof x === "number") ? { [k]: pick(...(xs as number[])) } : {};
+  };
+  return {
+    ...rest,
+    items: numeric ? { type: "number", ...bound("minimum", Math.min), ...bound("maximum", Math.max) } : {},
+    minItems: items.length,
+    maxItems: items.length,
+  };
+}
+
+/** A pattern that matches exactly these words, in any case (ECMA-262 patterns have no `(?i)`). */
+function anyCase(words: readonly string[]): string {
+  const letters = (w: string) =>
+    [...w].map((ch) => (ch.toLowerCase() === ch.toUpperCase() ? ch : `[${ch.toUpperCase()}${ch.toLowerCase()}]`));
+  return `^(?:${words.map((w) => letters(w).join("")).join("|")})$`;
+}
+
+/**
+ * Parameters whose accepted wire form the parsed value does not show. `transmission` parses to
+ * `GA`/`GM` but accepts `automatic` and `manual` too, in any case: an `enum` of the parsed values
+ * would make a validating proxy refuse requests the gateway answers.
+ */
+const WIRE_SCHEMAS: Record<string, JsonSchema> = {
+  transmission: { type: "string", pattern: anyCase(Object.keys(TRANSMISSION_ALIASES)), examples: ["GA", "manual"] },
+};
+
 function parameter(p: QueryParameter<unknown>, where: "query" | "path", mode: "input" | "output"): object {
-  const schema = jsonSchema(p.schema, { typeMode: p.opaque ? "input" : mode });
+  const schema = {
+    ...(WIRE_SCHEMAS[p.name] ?? tupleAsArray(jsonSchema(p.schema, { typeMode: p.opaque ? "input" : mode }))),
+  };
   if (p.default !== undefined) schema.default = p.default as JsonSchema["default"];
   const list = p.list ? { style: "form", explode: false } : {};
   return { name: p.name, in: where, required: where === "path", description: p.description, ...list, schema };
 }
+
+/** Who may call: an API key when the deployment requires one, else anyone (`{}`: no credentials). */
+const KEY_OR_OPEN = [{ apiKey: [] }, {}];
+/** No credentials at all (a CORS preflight carries none, Fetch standard; the documents are public). */
+const PUBLIC: never[] = [];
 
 /** Build-time memo: the document depends only on its options. */
 const memo = new Map<string, object>();
@@ -94,9 +142,13 @@ const memo = new Map<string, object>();
  * The OpenAPI 3.1 document of every route. Query parameters are documented by their parsed
  * value (lists as `style: form, explode: false` arrays, i.e. `a,b,c`), the VIN path parameter by
  * its wire form.
+ *
+ * `servers` is relative (OpenAPI 3.1 §4.8.5: resolved against the document's own URL), never
+ * taken from the request's Host: the document is publicly cacheable, and behind a cache that
+ * ignores Host it would send tools, and the `x-api-key` they add, to another host.
  */
-export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: string }): object {
-  const memoKey = `${opts.maxLimit}|${opts.serverUrl ?? ""}`;
+export function buildOpenApiDocument(opts: { maxLimit: number }): object {
+  const memoKey = String(opts.maxLimit);
   const hit = memo.get(memoKey);
   if (hit) return hit;
 
@@ -110,7 +162,7 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
     description: "An ETag from an earlier answer: 304 when the answer would be the same (RFC 9110 §13.1.2).",
     schema: { type: "string" },
   };
-  const security = [{ apiKey: [] }, {}];
+  const security = KEY_OR_OPEN;
 
   const listHeaders = { ...CACHE_HEADERS, Link: header("Link") };
   const listOk = {
@@ -134,13 +186,14 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
       ...listErrors,
     },
   });
+  // On the path item: it applies to every operation of the path, OPTIONS included.
   const vinParam = parameter(VIN_PARAMETER as QueryParameter<unknown>, "path", "input");
   const vinOperation = (method: "get" | "head") => ({
     operationId: method === "get" ? "getVehicle" : "headVehicle",
     summary: method === "get" ? "One vehicle by VIN" : "Headers of GET /v1/vehicles/{vin}",
     tags: ["vehicles"],
     security,
-    parameters: [vinParam, ifNoneMatch],
+    parameters: [ifNoneMatch],
     responses: {
       "200":
         method === "get"
@@ -160,22 +213,30 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
         "Cached, filtered, redacted SHARE NOW vehicles. Errors are RFC 9457 problem+json with a stable `code`. " +
         "Responses carry `Cache-Status` (RFC 9211), `Age`, `ETag` and `Cache-Control`.",
     },
-    ...(opts.serverUrl ? { servers: [{ url: opts.serverUrl }] } : {}),
-    tags: [{ name: "vehicles" }, { name: "meta" }],
+    servers: [{ url: "/", description: "This gateway: the origin this document was fetched from." }],
+    tags: [
+      { name: "vehicles", description: "SHARE NOW vehicles, from the gateway's cached, redacted snapshot." },
+      { name: "meta", description: "Liveness, this document and its HTML rendering." },
+    ],
     paths: {
       "/v1/vehicles": { get: listOperation("get"), head: listOperation("head") },
-      "/v1/vehicles/{vin}": { get: vinOperation("get"), head: vinOperation("head") },
+      "/v1/vehicles/{vin}": { parameters: [vinParam], get: vinOperation("get"), head: vinOperation("head") },
       "/health": {
         get: {
           operationId: "health",
-          summary: "Configuration, token and snapshot state (never a secret)",
+          summary: "Liveness; with a valid key (or when keys are off), configuration, token and snapshot state",
+          description:
+            "Without a valid `x-api-key` (when the deployment requires keys) only `status`, from the answering isolate alone. " +
+            "The detailed state is a copy at most a few seconds old; it never holds a token or secret.",
           tags: ["meta"],
+          security,
           responses: {
             "200": { description: "Healthy.", content: { "application/json": { schema: { $ref: REF("Health") } } } },
             "503": {
               description: "Misconfigured or degraded.",
               content: { "application/json": { schema: { $ref: REF("Health") } } },
             },
+            ...errors("413", "414", "429"),
           },
         },
       },
@@ -184,11 +245,14 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
           operationId: "openapi",
           summary: "This document",
           tags: ["meta"],
+          security: PUBLIC,
           responses: {
             "200": {
               description: "OpenAPI 3.1 document.",
               content: { "application/json": { schema: { type: "object" } } },
             },
+            "304": { description: "Not modified (If-None-Match matched)." },
+            ...errors("413", "414"),
           },
         },
       },
@@ -197,7 +261,12 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
           operationId: "docs",
           summary: "Human-readable API reference",
           tags: ["meta"],
-          responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
+          security: PUBLIC,
+          responses: {
+            "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } },
+            "304": { description: "Not modified (If-None-Match matched)." },
+            ...errors("413", "414"),
+          },
         },
       },
     },
@@ -265,11 +334,13 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
       operationId: `options${path.replace(/[^A-Za-z]+(.)?/g, (_m, ch: string | undefined) => (ch ?? "").toUpperCase())}`,
       summary: "Allowed methods; CORS preflight for configured origins",
       tags: ["meta"],
+      security: PUBLIC,
       responses: {
         "204": {
           description: "No content. `Allow` lists the methods; CORS headers only for a configured origin.",
           headers: { Allow: { schema: { type: "string" }, example: "GET, HEAD, OPTIONS" } },
         },
+        ...errors("414"),
       },
     };
   }

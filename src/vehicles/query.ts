@@ -93,7 +93,8 @@ const minFuelLevelSchema = v.pipe(
   v.maxValue(100),
 );
 
-const TRANSMISSION_ALIASES: Readonly<Record<string, TransmissionType>> = {
+/** Every spelling `transmission` accepts (in any case), and what it means. */
+export const TRANSMISSION_ALIASES: Readonly<Record<string, TransmissionType>> = {
   ga: "GA",
   gm: "GM",
   automatic: "GA",

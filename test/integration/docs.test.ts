@@ -1,7 +1,7 @@
 /**
  * GET /openapi.json and /docs in workerd: the document covers every route the app serves and
- * every query parameter the parser accepts, never mentions the fuel card PIN, names the
- * caller's origin as its server; the page shows the operations under a strict CSP.
+ * every query parameter the parser accepts, never mentions the fuel card PIN, names a relative
+ * server (never the request's Host); the page shows the operations under a strict CSP.
  */
 import { exports } from "cloudflare:workers";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -57,13 +57,13 @@ describe("GET /openapi.json", () => {
     doc = JSON.parse(text) as Document;
   });
 
-  it("is an OpenAPI 3.1 document, cacheable, with the caller's origin as its server", () => {
+  it("is an OpenAPI 3.1 document, cacheable, with a relative server URL", () => {
     expect(res.status).toBe(200);
     expect(res.headers.get("content-type")).toMatch(/^application\/json/);
     expect(res.headers.get("cache-control")).toBe("public, max-age=300");
     expect(res.headers.get("etag")).toMatch(/^W\/".+"$/);
     expect(doc.openapi).toBe("3.1.0");
-    expect(doc.servers).toEqual([{ url: "https://gateway.test" }]);
+    expect(doc.servers?.map((s) => s.url)).toEqual(["/"]);
   });
 
   it("documents every route the app serves, itself and /docs included", () => {
@@ -91,7 +91,9 @@ describe("GET /openapi.json", () => {
     const accepted = Object.values(vehicleQueryParameters(maxLimit())).map((p) => p.name);
     expect(query.sort()).toEqual([...accepted].sort());
     for (const p of list) expect(p.schema, p.name).toBeDefined();
-    const vin = doc.paths["/v1/vehicles/{vin}"]?.get?.parameters?.find((p) => p.in === "path");
+    // On the path item (OpenAPI 3.1 §4.8.9.1), so every operation of the path has it, OPTIONS too.
+    const item = doc.paths["/v1/vehicles/{vin}"] as unknown as { parameters?: Parameter[] };
+    const vin = item.parameters?.find((p) => p.in === "path");
     expect(vin).toMatchObject({ name: "vin", required: true });
   });
 
@@ -102,16 +104,22 @@ describe("GET /openapi.json", () => {
     expect(props).toContain("position");
   });
 
-  it("costs the partner nothing, answers If-None-Match with 304, and follows the Host", async () => {
+  it("costs the partner nothing, answers If-None-Match with 304, and never names the request's Host", async () => {
     const c = await sandbox.counters();
     expect(c.token.total + c.vehicles.total).toBe(0);
 
     const again = await get("/openapi.json", { headers: { "if-none-match": res.headers.get("etag") ?? "" } });
     expect(again.status).toBe(304);
     expect(again.headers.get("cache-control")).toBe("public, max-age=300");
+    // RFC 9110 §15.4.5: no representation metadata on a 304.
+    expect(again.headers.get("content-type")).toBeNull();
 
-    const other = await exports.default.fetch(new Request("http://127.0.0.1:8787/openapi.json"));
-    expect(((await other.json()) as Document).servers).toEqual([{ url: "http://127.0.0.1:8787" }]);
+    // Issue 12, item 4: a cached copy is shared across hosts, so the Host must not shape it.
+    const other = await exports.default.fetch(new Request("http://attacker.example/openapi.json"));
+    const otherText = await other.text();
+    expect(otherText).toBe(text);
+    expect(otherText).not.toContain("attacker.example");
+    expect(other.headers.get("etag")).toBe(res.headers.get("etag"));
 
     const head = await get("/openapi.json", { method: "HEAD" });
     expect(head.status).toBe(200);
@@ -148,7 +156,7 @@ describe("GET /docs", () => {
     for (const p of Object.values(vehicleQueryParameters(maxLimit())))
       expect(html, p.name).toContain(`<code>${p.name}</code>`);
     for (const schema of ["Vehicle", "VehicleList", "Problem"]) expect(html).toContain(`id="schema-${schema}"`);
-    expect(text).toContain("https://gateway.test");
+    expect(text).toContain("server /"); // relative: never the Host of the request
     expect(html.toLowerCase()).not.toContain("fuelcardpin");
   });
 

@@ -4,9 +4,9 @@
  * Against the sandbox in workerd; every case asserts the answer, the sandbox's request counts,
  * and (afterAll) that nothing leaked.
  */
-import { abortAllDurableObjects, evictDurableObject } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
-import type { GatewayStatus, SnapshotResult } from "../../src/deps.ts";
+import { abortAllDurableObjects, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it, vi } from "vitest";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "../../src/deps.ts";
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
@@ -24,6 +24,29 @@ async function waitUntilCounts(check: (c: Awaited<ReturnType<typeof counts>>) =>
   }
   throw new Error("timed out waiting for the sandbox counters");
 }
+
+// Issue 12, item 7.
+describe("a storage error while setting the alarm", () => {
+  it("getSnapshot and warm still return what the object holds; the error is logged, by name only", async () => {
+    const stub = gatewayStub();
+    await runInDurableObject(stub, (_instance, state) => {
+      vi.spyOn(state.storage, "setAlarm").mockRejectedValue(new Error("storage unavailable: disk on fire"));
+    });
+    const warned = vi.spyOn(console, "warn");
+
+    const answer = await scan.fetch("/v1/vehicles?limit=1", BYPASS);
+    expect(answer.status).toBe(200);
+    expect(answer.headers.get("cache-status")).toMatch(/^gateway-object/);
+    const warm = (await stub.warm({ tokenValidForS: 60 })) as unknown as WarmResult;
+    expect(warm.error).toBeUndefined();
+    expect(warm.snapshotFetchedAt).toEqual(expect.any(Number));
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+
+    const lines = warned.mock.calls.map((args) => args.map(String).join(" "));
+    expect(lines.filter((l) => l.includes("alarm_set_failed")).length).toBeGreaterThanOrEqual(2);
+    expect(lines.join("\n")).not.toContain("disk on fire");
+  });
+});
 
 describe("eviction and reset", () => {
   it("eviction: memory is lost, storage is not; the stored token and snapshot cost no request", async () => {

@@ -407,9 +407,35 @@ describe("API8 Security Misconfiguration", () => {
         expect(a.status, origin).toBeLessThan(300);
         const cors = [...a.headers.keys()].filter((k) => k.startsWith("access-control-"));
         expect(cors, `${init.method ?? "GET"} from ${origin}`).toEqual([]);
+        // Issue 12, item 5: the answer without CORS headers varies by Origin too, or a shared
+        // cache could hand it to the allowed app.
+        expect(a.headers.get("vary")?.toLowerCase(), `${init.method ?? "GET"} from ${origin}`).toContain("origin");
       }
     }
+    // Without any Origin, and on errors and every other route, as long as CORS is on.
+    for (const path of [
+      "/v1/vehicles?limit=1",
+      "/v1/vehicles?limit=0",
+      "/v1/vehicles/nope",
+      "/health",
+      "/openapi.json",
+    ]) {
+      const a = await scan.fetch(path);
+      expect(a.headers.get("vary")?.toLowerCase(), path).toContain("origin");
+      expect(a.headers.get("access-control-allow-origin"), path).toBeNull();
+    }
+    expect(okError.headers.get("vary")?.toLowerCase()).toContain("origin");
     expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+  });
+
+  it("the request id: Cloudflare's cf-ray on Workers when it is a Ray ID, else a generated UUID (never a client's text)", async () => {
+    const ray = "8f2b9c3d4e5f6a7b-FRA";
+    const a = await scan.fetch("/v1/vehicles?limit=1", { headers: { "cf-ray": ray } });
+    expect(a.headers.get("x-request-id")).toBe(ray);
+    for (const junk of ["x".repeat(5000), "8f2b9c3d4e5f6a7b-FRA forged", "<script>", ""]) {
+      const b = await scan.fetch("/v1/vehicles?limit=1", { headers: { "cf-ray": junk } });
+      expect(b.headers.get("x-request-id"), junk.slice(0, 30)).toMatch(/^[0-9a-f-]{36}$/);
+    }
   });
 
   it("nosniff on every answer; no-store on every error and on /health", async () => {

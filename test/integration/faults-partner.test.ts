@@ -236,6 +236,29 @@ describe("partner answers that are not a fleet", () => {
   );
 });
 
+// Issue 12, item 2, for the partner: its own words never reach a client, whatever the status.
+describe("partner text in error answers", () => {
+  const text = "Account suspended - call +1 555 0100 or visit evil.example/pay";
+  it.each([
+    { status: 400, code: "partner_error" },
+    { status: 403, code: "partner_unauthorized" },
+    { status: 200, code: "partner_response_invalid" },
+  ])("a JSON $status carrying the partner's message: 502 $code with our own detail only", async ({ status, code }) => {
+    await sandbox.faults({
+      vehicles: {
+        kind: "custom",
+        status,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ error: text, message: text, detail: text }),
+      },
+    });
+    const seen = await scan.fetch("/v1/vehicles");
+    expectProblem(seen, { status: 502, code, retryAfter: "absent" });
+    expect(seen.text).not.toContain("evil.example");
+    expect(seen.text).not.toContain("Account suspended");
+  });
+});
+
 describe("partner timeouts cover headers and body", () => {
   it("headers never come: 504 partner_timeout after PARTNER_TIMEOUT_MS (10 s), no retry", async () => {
     await sandbox.faults({ vehicles: { kind: "hang" } });

@@ -6,7 +6,7 @@
  */
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
 import { counts, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
@@ -159,6 +159,30 @@ describe("token endpoint errors", () => {
     expect(await counts()).toEqual({ ...NOTHING, token: 2 });
   });
 
+  // Issue 12, item 2: the token endpoint's own text never reaches a client, only the log.
+  it("a 400 whose error is the server's own text: 502 token_client_rejected with a fixed detail, for 60 s; the text only in the log", async () => {
+    const text = "Account suspended - call +1 555 0100 or visit evil.example/pay";
+    await sandbox.faults({
+      token: {
+        kind: "custom",
+        status: 400,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ error: text }),
+      },
+    });
+    for (const path of ["/v1/vehicles", "/v1/vehicles?limit=1"]) {
+      const seen = await scan.fetch(path);
+      const body = expectProblem(seen, { status: 502, code: "token_client_rejected", retryAfter: [59, 60] });
+      expect(body.detail).toBe("unregistered OAuth error code");
+      expect(seen.text).not.toContain("evil.example");
+      expect(seen.text).not.toContain("Account suspended");
+    }
+    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    // The operator can still read what the endpoint said (the scan's spy on console.warn, reused).
+    const warned = vi.spyOn(console, "warn").mock.calls.map((args) => args.map(String).join(" "));
+    expect(warned.some((l) => l.includes("token_request_failed") && l.includes("evil.example/pay"))).toBe(true);
+  });
+
   it("200 with an error member (server_error): no token taken from it; transient, so three attempts, then 502 token_endpoint_error", async () => {
     await sandbox.faults({ token: { kind: "errorIn200" } });
 
@@ -193,6 +217,25 @@ describe("token endpoint errors", () => {
       issued: 0,
     },
   ];
+  // Issue 12, item 3: a real token whose lifetime ran out on the way is never sent to the partner.
+  it("3 s to answer expires_in 2: 502 token_response_invalid, the expired token never sent; cool-down as usual", async () => {
+    await sandbox.tokenTtl(2);
+    await sandbox.faults({ token: { kind: "latency", ms: 3_000 } });
+
+    expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_response_invalid", retryAfter: 1 });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect((await sandbox.counters()).token.issued).toBe(1);
+    expect(scan.vehiclesRequests()).toHaveLength(0);
+    expect((await tokenStatus()).state).toBe("failing");
+    // Inside the cool-down nothing is sent, neither to the token endpoint nor to the partner.
+    expectProblem(await scan.fetch("/v1/vehicles?limit=1"), {
+      status: 502,
+      code: "token_response_invalid",
+      retryAfter: 1,
+    });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+  });
+
   it.each(invalidAnswers)(
     "$name: 502 token_response_invalid after one token request, nothing sent to the partner",
     async ({ fault, issued }) => {

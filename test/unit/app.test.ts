@@ -4,9 +4,9 @@
  * the workerd suites cannot switch per test.
  */
 import { describe, expect, it } from "vitest";
-import { createApp } from "../../src/app.ts";
+import { createApp, HEALTH_STATUS_TTL_MS } from "../../src/app.ts";
 import { type ConfigError, parseConfig } from "../../src/config.ts";
-import type { Deps, SnapshotEnvelope, SnapshotSource } from "../../src/deps.ts";
+import type { Deps, GatewayStatus, SnapshotEnvelope, SnapshotSource } from "../../src/deps.ts";
 import { newIsolateMemory } from "../../src/deps.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 
@@ -28,15 +28,24 @@ function envelope(now: number): Promise<SnapshotEnvelope> {
   return prepareSnapshot(vehicles, { fetchedAt: now, dropped: 0 });
 }
 
-function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
-  const calls = { gateway: 0, rateLimit: [] as string[], logs: [] as string[] };
+/** What the gateway object says about itself in these tests (the shape does not matter to the app). */
+const STATUS = {
+  token: { state: "failing", lastError: "token_client_rejected", tokenRequests: 1, forcedRefreshes: 0 },
+  breaker: { state: "closed" },
+} as unknown as GatewayStatus;
+
+function setup(env: Record<string, string>, opts: { limit?: number; statusDelayMs?: number } = {}) {
+  const calls = { gateway: 0, status: 0, rateLimit: [] as string[], logs: [] as string[] };
+  let now = Date.now();
   const gateway: SnapshotSource = {
     async getSnapshot() {
       calls.gateway++;
       return { ok: true, snapshot: await envelope(Date.now()), stale: false };
     },
     async status() {
-      throw new Error("not used");
+      calls.status++;
+      if (opts.statusDelayMs) await new Promise((r) => setTimeout(r, opts.statusDelayMs));
+      return STATUS;
     },
     async warm() {
       throw new Error("not used");
@@ -57,7 +66,7 @@ function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
     config,
     gateway,
     cache: undefined,
-    clock: { now: () => Date.now() },
+    clock: { now: () => now },
     log: { log: (level, event, fields) => calls.logs.push(JSON.stringify({ level, event, ...fields })) },
     rateLimit:
       opts.limit === undefined
@@ -72,7 +81,11 @@ function setup(env: Record<string, string>, opts: { limit?: number } = {}) {
   const app = createApp();
   const get = (path: string, headers: Record<string, string> = {}, method = "GET") =>
     app.fetch(new Request(`https://gw.test${path}`, { headers, method }), { deps });
-  return { get, calls };
+  /** Moves this app's clock (the status copy's age is read from it). */
+  const advance = (ms: number) => {
+    now += ms;
+  };
+  return { get, calls, advance };
 }
 
 describe("API keys (API_KEYS)", () => {
@@ -143,6 +156,92 @@ describe("rate limit (RATE_LIMITER binding)", () => {
   });
 });
 
+// Issue 12, item 1.
+describe("GET /health", () => {
+  const INTERNALS = ["partner", "client_secret", "token", "breaker", "rateLimit", "config", "gateway", "isolate"];
+
+  it("with API keys on, and no valid key: liveness only, from the isolate, nothing internal, no object call", async () => {
+    const { get, calls } = setup({ API_KEYS: KEY });
+    const cases: Record<string, string>[] = [
+      {},
+      { "x-api-key": "wrong-key-0123456789" },
+      { "x-api-key": KEY.slice(0, -1) },
+    ];
+    for (const headers of cases) {
+      const res = await get("/health", headers);
+      expect(res.status).toBe(200);
+      expect(res.headers.get("cache-control")).toBe("no-store");
+      const text = await res.text();
+      expect(JSON.parse(text)).toEqual({ status: "ok" });
+      for (const word of INTERNALS) expect(text).not.toContain(word);
+    }
+    expect(calls.status).toBe(0);
+    expect(calls.gateway).toBe(0);
+  });
+
+  it("with API keys on and a valid key, or with keys off: the detailed state", async () => {
+    for (const [env, headers] of [
+      [{ API_KEYS: KEY }, { "x-api-key": KEY }],
+      [{}, {}],
+    ] as [Record<string, string>, Record<string, string>][]) {
+      const { get, calls } = setup(env);
+      const res = await get("/health", headers);
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { status: string; config: object; gateway: unknown; isolate: object };
+      expect(body.status).toBe("ok");
+      expect(body.gateway).toEqual(STATUS);
+      expect(body.config).toMatchObject({ ok: true, apiKeys: env.API_KEYS !== undefined });
+      expect(calls.status).toBe(1);
+    }
+  });
+
+  it("costs the gateway object at most one status call per isolate per HEALTH_STATUS_TTL_MS", async () => {
+    const { get, calls, advance } = setup({}, { statusDelayMs: 30 });
+    // A burst while the first call is in flight: the others wait for its copy.
+    const burst = await Promise.all(Array.from({ length: 50 }, () => get("/health")));
+    for (const res of burst) expect(((await res.json()) as { gateway: unknown }).gateway).toEqual(STATUS);
+    expect(calls.status).toBe(1);
+    for (let i = 0; i < 20; i++) expect((await get("/health")).status).toBe(200);
+    advance(HEALTH_STATUS_TTL_MS - 1);
+    expect((await get("/health")).status).toBe(200);
+    expect(calls.status).toBe(1);
+    // Past the copy's age: one more call, however many ask.
+    advance(1);
+    await Promise.all(Array.from({ length: 20 }, () => get("/health")));
+    expect(calls.status).toBe(2);
+  });
+
+  it("is behind the rate limiter, per key or per client IP, keys on or off", async () => {
+    const open = setup({}, { limit: 1 });
+    const statuses = [];
+    for (let i = 0; i < 3; i++)
+      statuses.push((await open.get("/health", { "cf-connecting-ip": "203.0.113.7" })).status);
+    expect(statuses).toEqual([200, 429, 429]);
+    expect(open.calls.rateLimit).toEqual(Array(3).fill("203.0.113.7"));
+    expect(open.calls.status).toBe(1);
+
+    const keyed = setup({ API_KEYS: KEY }, { limit: 1 });
+    expect((await keyed.get("/health", { "cf-connecting-ip": "203.0.113.8" })).status).toBe(200);
+    expect((await keyed.get("/health", { "cf-connecting-ip": "203.0.113.8" })).status).toBe(429);
+    expect(keyed.calls.rateLimit).toEqual(["203.0.113.8", "203.0.113.8"]);
+    const limited = await keyed.get("/health", { "x-api-key": KEY });
+    expect(limited.status).toBe(429);
+    expect(((await limited.json()) as { code: string }).code).toBe("rate_limited");
+    expect(keyed.calls.rateLimit[2]).toMatch(/^key:[0-9a-f]{16}$/);
+    expect(keyed.calls.status).toBe(0);
+  });
+});
+
+// Issue 12, item 6: outside Workers the cf-ray header is the client's text.
+describe("request id", () => {
+  it("outside Workers, a client's cf-ray is ignored: the id is generated", async () => {
+    const { get, calls } = setup({});
+    const res = await get("/v1/vehicles", { "cf-ray": "8f2b9c3d4e5f6a7b-FRA" });
+    expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    expect(calls.logs.join("\n")).not.toContain("8f2b9c3d4e5f6a7b");
+  });
+});
+
 describe("configuration errors", () => {
   it("names every bad setting, never a value, on every route; /health says misconfigured", async () => {
     const { get, calls } = setup({ PARTNER_CLIENT_SECRET: "", PARTNER_TOKEN_URL: "http://partner.example/token" });
@@ -156,6 +255,15 @@ describe("configuration errors", () => {
     expect(calls.gateway).toBe(0);
     expect(calls.logs.some((l) => l.includes("config_invalid") && l.includes("PARTNER_TOKEN_URL"))).toBe(true);
     expect(calls.logs.join("\n")).not.toContain("partner.example");
+  });
+
+  it("takes the partner's new home (partner.free2move.com) as it is, no code change", async () => {
+    const { get } = setup({
+      PARTNER_TOKEN_URL: "https://partner.free2move.com/auth/realms/partner/protocol/openid-connect/token",
+      PARTNER_API_URL: "https://partner.free2move.com",
+    });
+    const health = (await (await get("/health")).json()) as { config: { ok: boolean; partnerApi: string } };
+    expect(health.config).toMatchObject({ ok: true, partnerApi: "https://partner.free2move.com" });
   });
 
   it("never echoes a secret's value", async () => {

@@ -53,7 +53,7 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
   async getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult> {
     if (!this.#gateway) return { ok: false, error: { code: "config_invalid", status: 500 } };
     const result = await this.#gateway.getSnapshot(opts);
-    await this.#armAlarm();
+    await this.#armAlarmSafely();
     return result;
   }
 
@@ -87,7 +87,7 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
         error: { code: "config_invalid", status: 500 },
       };
     const result = await this.#gateway.warm(opts);
-    await this.#armAlarm();
+    await this.#armAlarmSafely();
     return result;
   }
 
@@ -101,6 +101,19 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
       // Logged by the broker; its own backoff and negative cache keep this from storming.
     });
     await this.#armAlarm(true);
+  }
+
+  /**
+   * #armAlarm for the RPC methods: a storage error while setting the alarm must not throw away
+   * the result the caller asked for (a good snapshot would become a 503). The token is still
+   * refreshed on demand, and the next call or cron tick sets the alarm again.
+   */
+  async #armAlarmSafely(): Promise<void> {
+    try {
+      await this.#armAlarm();
+    } catch (err) {
+      consoleLogger.log("warn", "alarm_set_failed", { error: err instanceof Error ? err.name : typeof err });
+    }
   }
 
   /**

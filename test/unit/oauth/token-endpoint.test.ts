@@ -4,15 +4,19 @@ import type { UpstreamResponse } from "../../../src/http/upstream.ts";
 import {
   basicCredentials,
   buildTokenRequest,
+  oauthErrorText,
   parseTokenResponse,
   requestToken,
   TOKEN_RESPONSE_MAX_BYTES,
   type TokenEndpointConfig,
+  UNREGISTERED_OAUTH_ERROR,
 } from "../../../src/oauth/token-endpoint.ts";
 
 const NOW = 1_700_000_000_000;
 const SECRET = "s3cr+t%20:/=&?#é x";
 const TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+/** A clock standing at NOW. */
+const AT_NOW = { now: () => NOW };
 
 const config: TokenEndpointConfig = {
   tokenUrl: "https://auth.example/auth/realms/partner/protocol/openid-connect/token",
@@ -231,6 +235,33 @@ describe("parseTokenResponse errors (RFC 6749 §5.2)", () => {
     expect(err.detail).toBe("redirect refused");
   });
 
+  // Issue 12, item 2: only registered codes reach the wire; the server's own text goes to the log.
+  it("an unregistered error code becomes a fixed detail; its text is only on the error's cause, for the log", () => {
+    const evil = "Account suspended - call +1 555 0100 or visit evil.example/pay";
+    for (const status of [400, 401, 200]) {
+      const err = parseError(res(status, { error: evil }));
+      expect(err.code).toBe("token_client_rejected");
+      expect(err.detail).toBe(UNREGISTERED_OAUTH_ERROR);
+      expect(err.message).not.toContain("evil.example");
+      expect(JSON.stringify(err.toInfo())).not.toContain("evil.example");
+      expect(oauthErrorText(err)).toBe(evil);
+    }
+    // A registered code carries no log text; neither does any other error.
+    expect(oauthErrorText(parseError(res(400, { error: "invalid_client" })))).toBeUndefined();
+    expect(oauthErrorText(new AppError("internal"))).toBeUndefined();
+  });
+
+  it("masks the client secret in an unregistered error's log text (an endpoint may echo it)", () => {
+    const secret = "plain-secret-0123";
+    let caught: unknown;
+    try {
+      parseTokenResponse(res(400, { error: `bad secret ${secret}` }), NOW, 300, secret);
+    } catch (e) {
+      caught = e;
+    }
+    expect(oauthErrorText(caught)).toBe("bad secret [secret]");
+  });
+
   it("a JSON temporarily_unavailable is transient", () => {
     expect(parseError(res(400, { error: "temporarily_unavailable" })).code).toBe("token_endpoint_unavailable");
     expect(parseError(res(400, { error: "server_error" })).code).toBe("token_endpoint_error");
@@ -244,7 +275,7 @@ describe("requestToken", () => {
       seen.push(input as Request);
       return Response.json({ access_token: TOKEN, token_type: "Bearer", expires_in: 300 });
     };
-    const g = await requestToken(fetchFn, config, NOW);
+    const g = await requestToken(fetchFn, config, AT_NOW);
     expect(g.value).toBe(TOKEN);
     expect(seen).toHaveLength(1);
     expect(seen[0]?.redirect).toBe("manual");
@@ -261,21 +292,38 @@ describe("requestToken", () => {
         held.push(req);
         req.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
       });
-    await expect(requestToken(fetchFn, { ...config, tokenTimeoutMs: 20 }, NOW)).rejects.toMatchObject({
+    await expect(requestToken(fetchFn, { ...config, tokenTimeoutMs: 20 }, AT_NOW)).rejects.toMatchObject({
       code: "token_endpoint_timeout",
     });
+  });
+
+  // Issue 12, item 3: a token that is no longer usable when it arrives is never handed out.
+  it("refuses a grant that expired while its answer was on the way (3 s to answer expires_in 2)", async () => {
+    let now = NOW;
+    const clock = { now: () => now };
+    const answer = (expiresIn: number) => async () => {
+      now += 3_000; // the endpoint takes 3 s
+      return Response.json({ access_token: TOKEN, token_type: "Bearer", expires_in: expiresIn });
+    };
+    const err = await requestToken(answer(2), config, clock).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "token_response_invalid", detail: "token expired before it arrived" });
+    expect((err as AppError).message).not.toContain(TOKEN);
+    // Still usable on arrival (with its safety remainder left): accepted, counted from the send.
+    now = NOW;
+    const g = await requestToken(answer(10), config, clock);
+    expect(g.expiresAt).toBe(NOW + 10_000);
   });
 
   it("maps a network failure to token_endpoint_unavailable", async () => {
     const fetchFn = async () => {
       throw new TypeError("fetch failed");
     };
-    await expect(requestToken(fetchFn, config, NOW)).rejects.toMatchObject({ code: "token_endpoint_unavailable" });
+    await expect(requestToken(fetchFn, config, AT_NOW)).rejects.toMatchObject({ code: "token_endpoint_unavailable" });
   });
 
   it("maps an oversized body to token_response_invalid", async () => {
     const fetchFn = async () =>
       new Response("x".repeat(TOKEN_RESPONSE_MAX_BYTES + 1), { headers: { "content-type": "application/json" } });
-    await expect(requestToken(fetchFn, config, NOW)).rejects.toMatchObject({ code: "token_response_invalid" });
+    await expect(requestToken(fetchFn, config, AT_NOW)).rejects.toMatchObject({ code: "token_response_invalid" });
   });
 });

@@ -7,7 +7,7 @@ import { VEHICLE_FIELDS } from "../../../src/vehicles/schema.ts";
 // biome-ignore lint/suspicious/noExplicitAny: walking a JSON document
 type Json = any;
 
-const doc = buildOpenApiDocument({ maxLimit: 750, serverUrl: "https://gw.example" }) as Json;
+const doc = buildOpenApiDocument({ maxLimit: 750 }) as Json;
 
 /** Every `$ref` in the document, with where it was found. */
 function refs(node: Json, path = "#", out: [string, string][] = []): [string, string][] {
@@ -32,9 +32,9 @@ function resolve(ref: string): Json {
 describe("buildOpenApiDocument", () => {
   it("is OpenAPI 3.1 with the server, and plain JSON", () => {
     expect(doc.openapi).toMatch(/^3\.1\.\d+$/);
-    expect(doc.servers).toEqual([{ url: "https://gw.example" }]);
+    // Relative (issue 12, item 4): resolved against wherever the document was fetched from.
+    expect(doc.servers).toMatchObject([{ url: "/" }]);
     expect(JSON.parse(JSON.stringify(doc))).toEqual(doc);
-    expect((buildOpenApiDocument({ maxLimit: 750 }) as Json).servers).toBeUndefined();
   });
 
   it("has every route", () => {
@@ -77,12 +77,21 @@ describe("buildOpenApiDocument", () => {
     }
     const byName = Object.fromEntries(params.map((p) => [p.name, p]));
     expect(byName.limit.schema).toMatchObject({ type: "integer", minimum: 1, maximum: 750, default: 750 });
-    expect(byName.bbox).toMatchObject({ style: "form", explode: false, schema: { type: "array", minItems: 4 } });
-    expect(byName.bbox.schema.prefixItems).toHaveLength(4);
-    expect(byName.near.schema.prefixItems).toHaveLength(2);
+    // Issue 12, item 9: fixed-length plain arrays, no prefixItems (Prism, Swagger UI and
+    // openapi-generator do not read it; Prism refused ?bbox=13.3,52.45,13.5,52.6 with 422).
+    expect(byName.bbox).toMatchObject({
+      style: "form",
+      explode: false,
+      schema: { type: "array", minItems: 4, maxItems: 4, items: { type: "number", minimum: -180, maximum: 180 } },
+    });
+    expect(byName.near.schema).toMatchObject({ type: "array", minItems: 2, maxItems: 2, items: { type: "number" } });
+    expect(JSON.stringify(doc)).not.toContain("prefixItems");
     expect(byName.fuelType).toMatchObject({ style: "form", explode: false, schema: { type: "array" } });
     expect(byName.seats.schema.items).toMatchObject({ type: "integer", minimum: 1 });
-    expect(byName.transmission.schema.enum).toEqual(["GA", "GM"]);
+    // Every spelling the parser accepts, in any case.
+    const transmission = new RegExp(byName.transmission.schema.pattern);
+    for (const ok of ["GA", "gm", "Automatic", "MANUAL"]) expect(transmission.test(ok), ok).toBe(true);
+    for (const bad of ["G", "GAX", "auto", ""]) expect(transmission.test(bad), bad).toBe(false);
     expect(byName.radius.schema).toMatchObject({ minimum: 1, maximum: 50_000, default: 1000 });
     expect(byName.minFuelLevel.schema).toMatchObject({ minimum: 0, maximum: 100 });
     // HEAD documents the same parameters.
@@ -105,8 +114,21 @@ describe("buildOpenApiDocument", () => {
     const vin = doc.paths["/v1/vehicles/{vin}"].get;
     expect(vin.responses["404"]).toBeDefined();
     expect(vin.responses["400"]).toBeDefined();
-    expect(vin.parameters[0]).toMatchObject({ name: "vin", in: "path", required: true });
-    expect(new RegExp(vin.parameters[0].schema.pattern).test("wme4533911k123456")).toBe(true);
+    // On the path item (issue 12, item 8): every operation of the path, OPTIONS too, has it.
+    const vinParam = doc.paths["/v1/vehicles/{vin}"].parameters[0];
+    expect(vinParam).toMatchObject({ name: "vin", in: "path", required: true });
+    expect(new RegExp(vinParam.schema.pattern).test("wme4533911k123456")).toBe(true);
+  });
+
+  it("declares security on every operation (an empty list where no key applies)", () => {
+    for (const [path, item] of Object.entries(doc.paths) as [string, Json][]) {
+      for (const [method, op] of Object.entries(item)) {
+        if (method === "parameters") continue;
+        expect(Array.isArray((op as Json).security), `${method} ${path}`).toBe(true);
+      }
+    }
+    expect(doc.paths["/v1/vehicles"].get.security).toEqual([{ apiKey: [] }, {}]);
+    expect(doc.paths["/openapi.json"].get.security).toEqual([]);
   });
 
   it("the Problem schema is RFC 9457 plus code and parameter", () => {

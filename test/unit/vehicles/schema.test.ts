@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { AppError } from "../../../src/errors.ts";
+import { parseVehicleQuery } from "../../../src/vehicles/query.ts";
 import { parsePartnerBody, redactVehicles, VEHICLE_FIELDS, VehicleSchema } from "../../../src/vehicles/schema.ts";
 
 /** A complete partner item, secret and an unknown field included. */
@@ -248,5 +249,27 @@ describe("parsePartnerBody", () => {
 
   it("ignores a vehicles key inherited from nothing but JSON (no prototype tricks)", () => {
     expectCode(() => parsePartnerBody('{"__proto__":{"vehicles":[]}}', 10), "partner_response_invalid");
+  });
+});
+
+// Issue 12, item 12: the partner's documentation now lives at docs.partner.free2move.com; its
+// example values are mixed-case fuel types and colour codes rather than colour names.
+describe("the values documented at docs.partner.free2move.com", () => {
+  it('accepts fuelType "Gasoline" and colour codes such as "EN3U", served as given', () => {
+    const { vehicles, dropped } = parsePartnerBody(
+      JSON.stringify([partnerItem({ fuelType: "Gasoline", primaryColor: "EN3U", secondaryColor: "EN3U" })]),
+      10,
+    );
+    expect(dropped).toBe(0);
+    expect(vehicles[0]).toMatchObject({ fuelType: "Gasoline", primaryColor: "EN3U", secondaryColor: "EN3U" });
+    expect(vehicles[0]).not.toHaveProperty("fuelCardPin");
+  });
+
+  it("a fuelType filter matches them in any case", () => {
+    expect(parseVehicleQuery("fuelType=Gasoline", { maxLimit: 10 }).fuelTypes).toEqual(["GASOLINE"]);
+    expect(parseVehicleQuery("fuelType=gasoline,ELECTRIC", { maxLimit: 10 }).fuelTypes).toEqual([
+      "ELECTRIC",
+      "GASOLINE",
+    ]);
   });
 });
