@@ -109,7 +109,9 @@ export async function fetchPartnerVehicles(deps: PartnerClientDeps): Promise<Par
     }
   };
 
-  // Inside a Retry-After window or while the breaker is open, no call goes out (and no token is fetched).
+  // Inside a Retry-After window or while the breaker is open, no call goes out (and no token is
+  // fetched); that state may come from storage, written by an instance before a reset.
+  await breaker.ready();
   breaker.acquire();
   try {
     let token = await getToken();
@@ -124,6 +126,8 @@ export async function fetchPartnerVehicles(deps: PartnerClientDeps): Promise<Par
         verdict = upstreamFailure(err);
       }
       if (verdict.kind === "ok") {
+        // A body that kills the object while parsed must not be fetched again at once.
+        await breaker.beforeParse();
         const parsed = parse(deps.parseBody, verdict.response.text, deps.config.partnerMaxVehicles, log);
         breaker.success();
         return { vehicles: parsed.vehicles, dropped: parsed.dropped, timings };

@@ -20,6 +20,7 @@ function storageStore(storage: DurableObjectStorage): KeyValueStore {
     delete: async (key) => {
       await storage.delete(key);
     },
+    sync: () => storage.sync(),
   };
 }
 
