@@ -1,7 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { AccessToken, FetchFn, Logger, LogLevel, TokenSource } from "../../../src/deps.ts";
+import {
+  type AccessToken,
+  type FetchFn,
+  type Logger,
+  type LogLevel,
+  MemoryStore,
+  type TokenSource,
+} from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
-import { CircuitBreaker } from "../../../src/partner/circuit-breaker.ts";
+import { BREAKER_STORE_KEY, CircuitBreaker, type StoredBreaker } from "../../../src/partner/circuit-breaker.ts";
 import {
   DEFAULT_RETRY_AFTER_S,
   fetchPartnerVehicles,
@@ -556,5 +563,56 @@ describe("fetchPartnerVehicles: bodies too costly to parse", () => {
     });
     await expect(fetchPartnerVehicles(deps)).resolves.toMatchObject({ vehicles: VEHICLES });
     expect(parsed).toHaveLength(1);
+  });
+});
+
+describe("fetchPartnerVehicles with a persisted breaker", () => {
+  /** A MemoryStore that logs what is written, in order with the parse. */
+  class EventStore extends MemoryStore {
+    readonly events: string[];
+    constructor(events: string[]) {
+      super();
+      this.events = events;
+    }
+    override async put<T>(key: string, value: T): Promise<void> {
+      const rec = value as StoredBreaker;
+      this.events.push(`put ${key} ${rec.parsingSince === undefined ? "no mark" : "mark"}`);
+      return super.put(key, value);
+    }
+    async sync(): Promise<void> {
+      this.events.push("sync");
+    }
+  }
+
+  it("the parse mark is stored and synced before parseBody runs, and cleared after it", async () => {
+    const events: string[] = [];
+    const store = new EventStore(events);
+    const f = fakeFetch(json(VEHICLES));
+    const { deps, clock } = setup(f);
+    const breaker = new CircuitBreaker({ clock, store });
+    const parseBody = (text: string) => {
+      events.push("parse");
+      return { vehicles: JSON.parse(text) as unknown[], dropped: 0 };
+    };
+    await expect(fetchPartnerVehicles({ ...deps, breaker, parseBody })).resolves.toMatchObject({ vehicles: VEHICLES });
+    await breaker.flush();
+    expect(events).toEqual([`put ${BREAKER_STORE_KEY} mark`, "sync", "parse", `put ${BREAKER_STORE_KEY} no mark`]);
+  });
+
+  it("an open breaker found in the store: no token, no partner call", async () => {
+    const store = new MemoryStore();
+    const f = fakeFetch();
+    const { deps, clock, tokens } = setup(f);
+    await store.put<StoredBreaker>(BREAKER_STORE_KEY, {
+      v: 1,
+      failures: 0,
+      cooldownMs: 30_000,
+      openUntil: clock.t + 30_000,
+    });
+    const fresh = new CircuitBreaker({ clock, store });
+    const err = await failure(fetchPartnerVehicles({ ...deps, breaker: fresh }));
+    expect(err).toMatchObject({ code: "partner_circuit_open", retryAfterS: 30 });
+    expect(tokens.getTokenCalls).toBe(0);
+    expect(f.requests).toHaveLength(0);
   });
 });
