@@ -1,6 +1,6 @@
 /**
  * A cheap look at the partner's JSON text before `JSON.parse` builds it. The byte cap alone does
- * not bound memory: 16 MiB of `[{},{},…]` is 5.6 million empty objects, about 360 MB once parsed
+ * not bound memory: 16 MiB of `[{},{},…]` is 5.6 million empty objects, 341 MiB once parsed
  * (docs/RELIABILITY.md, "Partner body size"), while an isolate or a Durable Object has 128 MB. The
  * item cap in the validator comes too late: it runs on the parsed tree.
  *

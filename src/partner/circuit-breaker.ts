@@ -154,7 +154,7 @@ export class CircuitBreaker {
         this.#cooldownMs = this.#baseCooldownMs;
       }
       this.#openUntil = this.#clock.now() + this.#cooldownMs;
-      this.#persist();
+      void this.#persist();
     }
   }
 
