@@ -90,6 +90,19 @@ export interface TokenTypeFault extends Times {
   kind: "tokenType";
   tokenType?: string;
 }
+/**
+ * Vehicles endpoint: 200, a JSON array of `count` copies of `item` (defaults: 5,592,000 and `{}`,
+ * 16,776,001 bytes: just under the 16 MiB default byte cap, ~340 MB once parsed). Chunked, with
+ * backpressure, unless `declareLength`.
+ */
+export interface ManyItemsFault extends Times {
+  kind: "manyItems";
+  count?: number;
+  item?: string;
+  declareLength?: boolean;
+}
+/** Defaults of `manyItems`. */
+export const MANY_ITEMS_DEFAULT = { count: 5_592_000, item: "{}" } as const;
 /** Vehicles endpoint: 401 invalid_token even for a valid token (as after a key rotation upstream). */
 export interface UnauthorizedFault extends Times {
   kind: "unauthorized";
@@ -110,7 +123,7 @@ type CommonFault =
 /** A fault of the token endpoint. */
 export type TokenFault = CommonFault | InvalidClientFault | ErrorIn200Fault | ExpiresInFault | TokenTypeFault;
 /** A fault of the vehicles endpoint. */
-export type VehiclesFault = CommonFault | UnauthorizedFault;
+export type VehiclesFault = CommonFault | UnauthorizedFault | ManyItemsFault;
 /** Any fault. */
 export type Fault = TokenFault | VehiclesFault;
 export type Endpoint = "token" | "vehicles";
@@ -141,7 +154,7 @@ const COMMON_KINDS = new Set([
 ]);
 const KINDS: Record<Endpoint, ReadonlySet<string>> = {
   token: new Set([...COMMON_KINDS, "invalidClient", "errorIn200", "expiresIn", "tokenType"]),
-  vehicles: new Set([...COMMON_KINDS, "unauthorized"]),
+  vehicles: new Set([...COMMON_KINDS, "unauthorized", "manyItems"]),
 };
 
 /** A fault spec that does not parse; the control API answers it with 400 and this message. */
@@ -205,6 +218,11 @@ function parseFault(endpoint: Endpoint, raw: unknown, where: string): Fault {
         "must map names to strings",
       );
       opt("body", (v) => typeof v === "string", "must be a string");
+      break;
+    case "manyItems":
+      opt("count", (v) => isInt(v, 2, 50_000_000), "must be a whole number from 2 to 50000000");
+      opt("item", (v) => typeof v === "string" && v !== "" && v.length <= 1024, "must be JSON text of 1 to 1024 chars");
+      opt("declareLength", (v) => typeof v === "boolean", "must be a boolean");
       break;
     case "expiresIn":
       check(["missing", "string", "zero"].includes(f.value as string), `${where}.value: missing, string or zero`);

@@ -16,6 +16,7 @@ import {
   type Fault,
   FaultSpecError,
   type FaultsSpec,
+  MANY_ITEMS_DEFAULT,
   parseFaultsSpec,
 } from "./faults.ts";
 import { createFleet, type Fleet, type Vehicle } from "./fleet.ts";
@@ -529,6 +530,16 @@ class SandboxImpl implements Sandbox {
       case "unauthorized":
         unauthorized(res, "unknown");
         return 401;
+      case "manyItems": {
+        // Exactly `count` items: `oversize` writes head, then units until its byte target, then tail.
+        const item = fault.item ?? MANY_ITEMS_DEFAULT.item;
+        const count = fault.count ?? MANY_ITEMS_DEFAULT.count;
+        const bytes = Buffer.byteLength(item) * count + (count - 1) + 2;
+        const parts = { head: `[${item}`, unit: `,${item}`, tail: "]" };
+        const spec = { kind: "oversize" as const, mb: (bytes - 0.5) / (1024 * 1024) };
+        await oversize(res, JSON_TYPE, parts, fault.declareLength ? { ...spec, declareLength: true } : spec);
+        return 200;
+      }
       case "expiresIn":
       case "tokenType":
         // Handled by the real server path; unreachable here.

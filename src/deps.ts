@@ -30,6 +30,8 @@ export interface KeyValueStore {
   get<T>(key: string): Promise<T | undefined>;
   put<T>(key: string, value: T): Promise<void>;
   delete(key: string): Promise<void>;
+  /** Resolves once every write so far is durable (Durable Object storage's `sync()`); absent: already so. */
+  sync?(): Promise<void>;
 }
 
 /** In-memory KeyValueStore (Deno, Bun, unit tests). */

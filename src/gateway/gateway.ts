@@ -66,7 +66,8 @@ export class Gateway implements SnapshotSource {
     this.#clock = opts.clock;
     this.#log = opts.log;
     this.#ttlMs = opts.config.vehiclesTtlS * 1000;
-    this.#breaker = new CircuitBreaker({ clock: opts.clock });
+    // The store keeps an open breaker (and a Retry-After window) across object resets.
+    this.#breaker = new CircuitBreaker({ clock: opts.clock, store: opts.store, log: opts.log });
 
     // Counts every request that actually leaves for the partner (replays and retries included).
     const partnerFetch: FetchFn = (input, init) => {
@@ -125,6 +126,7 @@ export class Gateway implements SnapshotSource {
   async status(): Promise<GatewayStatus> {
     const token = this.#tokens.status();
     const snapshot = await this.#snapshots.status();
+    await this.#breaker.ready();
     const c = this.#snapshots.counters();
     return {
       token,

@@ -9,9 +9,21 @@
  * window inside which no call goes out at all: the partner asked us to wait, so we wait.
  *
  * Time comes from an injected clock (in Workers `Date.now()` only advances across I/O).
+ *
+ * With a store (Durable Object storage), what makes it refuse calls survives an object reset: the
+ * open state, its cool-down, the failure count and the Retry-After window are written when they
+ * change and read once, lazily (`ready()`), by the next instance. A deploy, an eviction or a
+ * crash no longer means "fetch again at once". A crash *while a partner body is being parsed*
+ * is the one a bad body causes (memory), so that phase leaves a durable mark first
+ * (`beforeParse()`): an instance that finds the mark counts it as a failed call that opens the
+ * breaker at once (or, if it was already open, as a failed trial), so a body that kills the
+ * object is not fetched again before the cool-down ends.
  */
-import type { Clock } from "../deps.ts";
+import type { Clock, KeyValueStore, Logger } from "../deps.ts";
 import { AppError } from "../errors.ts";
+
+/** Storage key of the persisted breaker (next to `oauth:token` and `snapshot:last`). */
+export const BREAKER_STORE_KEY = "partner:breaker";
 
 /** Consecutive failed partner calls that open the breaker. */
 export const BREAKER_FAILURE_THRESHOLD = 5;
@@ -37,8 +49,23 @@ export interface BreakerStatus {
 /** The codes a `Retry-After` window answers with. */
 export type RetryAfterCode = "partner_rate_limited" | "partner_unavailable";
 
+/** The persisted breaker: everything that makes it refuse calls, plus the parse mark. */
+export interface StoredBreaker {
+  v: 1;
+  failures: number;
+  cooldownMs: number;
+  openUntil?: number;
+  retryAt?: number;
+  retryCode?: RetryAfterCode;
+  /** Set while a partner body is being parsed; an instance that finds it died doing that. */
+  parsingSince?: number;
+}
+
 export interface CircuitBreakerOptions {
   clock: Clock;
+  /** Where the open state survives a reset; without one it lives in memory only. */
+  store?: KeyValueStore;
+  log?: Logger;
   failureThreshold?: number;
   baseCooldownMs?: number;
   maxCooldownMs?: number;
@@ -55,6 +82,14 @@ export class CircuitBreaker {
   readonly #baseCooldownMs: number;
   readonly #maxCooldownMs: number;
   readonly #trialLeaseMs: number;
+  readonly #store: KeyValueStore | undefined;
+  readonly #log: Logger | undefined;
+  #loaded: Promise<void> | undefined;
+  /** JSON of the last record written (or read): a write only when something changed. */
+  #written = "";
+  /** Writes run one after another, each writing the state as it is when it runs. */
+  #writes: Promise<void> = Promise.resolve();
+  #parsingSince: number | undefined;
 
   #failures = 0;
   #cooldownMs: number;
@@ -73,6 +108,102 @@ export class CircuitBreaker {
     this.#maxCooldownMs = Math.max(this.#baseCooldownMs, opts.maxCooldownMs ?? BREAKER_MAX_COOLDOWN_MS);
     this.#trialLeaseMs = opts.trialLeaseMs ?? BREAKER_TRIAL_LEASE_MS;
     this.#cooldownMs = this.#baseCooldownMs;
+    this.#store = opts.store;
+    this.#log = opts.log;
+    if (!this.#store) this.#loaded = Promise.resolve();
+  }
+
+  /**
+   * Loads the persisted state, once per instance (later calls share the first load: this lives
+   * in one object, where that is allowed). Call before `acquire()` and `state()`. Never rejects:
+   * an unreadable record is logged and the breaker starts closed.
+   */
+  ready(): Promise<void> {
+    this.#loaded ??= this.#load();
+    return this.#loaded;
+  }
+
+  async #load(): Promise<void> {
+    const store = this.#store;
+    if (!store) return;
+    let rec: StoredBreaker | undefined;
+    try {
+      rec = await store.get<StoredBreaker>(BREAKER_STORE_KEY);
+    } catch (err) {
+      this.#log?.log("warn", "breaker_store_failed", { op: "get", error: errorName(err) });
+      return;
+    }
+    if (!isStoredBreaker(rec)) {
+      // Nothing stored (or nothing usable): the closed state needs no write until it changes.
+      this.#written = JSON.stringify(this.#record());
+      return;
+    }
+    this.#written = JSON.stringify(rec);
+    this.#failures = rec.failures;
+    this.#cooldownMs = Math.min(Math.max(rec.cooldownMs, this.#baseCooldownMs), this.#maxCooldownMs);
+    this.#openUntil = rec.openUntil;
+    this.#retryAt = rec.retryAt;
+    if (rec.retryCode) this.#retryCode = rec.retryCode;
+    if (rec.parsingSince !== undefined) {
+      // The last instance died parsing a partner body: most likely that body killed it.
+      const wasOpen = this.#openUntil !== undefined;
+      this.#log?.log("warn", "partner_parse_interrupted", { parsingSince: rec.parsingSince, wasOpen });
+      if (wasOpen) this.#cooldownMs = Math.min(this.#cooldownMs * 2, this.#maxCooldownMs);
+      else {
+        this.#failures = 0;
+        this.#cooldownMs = this.#baseCooldownMs;
+      }
+      this.#openUntil = this.#clock.now() + this.#cooldownMs;
+      void this.#persist();
+    }
+  }
+
+  /**
+   * A partner body is about to be parsed: leave a durable mark first (see the module comment).
+   * `success()` or `failure()` clears it.
+   */
+  async beforeParse(): Promise<void> {
+    if (!this.#store) return;
+    this.#parsingSince = this.#clock.now();
+    await this.#persist();
+    // Durable before the risky step, not merely queued (Durable Object storage coalesces writes).
+    await this.#store.sync?.().catch((err: unknown) => {
+      this.#log?.log("warn", "breaker_store_failed", { op: "sync", error: errorName(err) });
+    });
+  }
+
+  #record(): StoredBreaker {
+    const rec: StoredBreaker = { v: 1, failures: this.#failures, cooldownMs: this.#cooldownMs };
+    if (this.#openUntil !== undefined) rec.openUntil = this.#openUntil;
+    if (this.#retryAt !== undefined) {
+      rec.retryAt = this.#retryAt;
+      rec.retryCode = this.#retryCode;
+    }
+    if (this.#parsingSince !== undefined) rec.parsingSince = this.#parsingSince;
+    return rec;
+  }
+
+  /** Queues a write of the current state if it differs from the last one written. Never rejects. */
+  #persist(): Promise<void> {
+    const store = this.#store;
+    if (!store) return Promise.resolve();
+    this.#writes = this.#writes.then(async () => {
+      const rec = this.#record();
+      const json = JSON.stringify(rec);
+      if (json === this.#written) return;
+      try {
+        await store.put(BREAKER_STORE_KEY, rec);
+        this.#written = json;
+      } catch (err) {
+        this.#log?.log("warn", "breaker_store_failed", { op: "put", error: errorName(err) });
+      }
+    });
+    return this.#writes;
+  }
+
+  /** Resolves when every state change so far is written (tests; graceful shutdown). */
+  flush(): Promise<void> {
+    return this.#writes;
   }
 
   /**
@@ -105,10 +236,18 @@ export class CircuitBreaker {
     this.#openUntil = undefined;
     this.#trialUntil = undefined;
     this.#cooldownMs = this.#baseCooldownMs;
+    this.#parsingSince = undefined;
+    void this.#persist();
   }
 
   /** The partner call failed. A failed trial reopens with a doubled cool-down. */
   failure(): void {
+    this.#failure();
+    this.#parsingSince = undefined;
+    void this.#persist();
+  }
+
+  #failure(): void {
     const now = this.#clock.now();
     if (this.#openUntil !== undefined) {
       // A failed half-open trial (or a straggler from before the breaker opened).
@@ -130,6 +269,10 @@ export class CircuitBreaker {
   /** The call ended without a verdict on the partner (e.g. the token source failed first). */
   release(): void {
     this.#trialUntil = undefined;
+    if (this.#parsingSince !== undefined) {
+      this.#parsingSince = undefined;
+      void this.#persist();
+    }
   }
 
   /**
@@ -141,6 +284,7 @@ export class CircuitBreaker {
     if (this.#retryAt === undefined || this.#retryAt <= now || untilMs >= this.#retryAt) {
       this.#retryAt = untilMs;
       this.#retryCode = code;
+      void this.#persist();
     }
   }
 
@@ -159,4 +303,27 @@ export class CircuitBreaker {
 /** Whole seconds until `t`, at least 1 (a Retry-After of 0 would invite an immediate retry). */
 function secondsUntil(t: number, now: number): number {
   return Math.max(1, Math.ceil((t - now) / 1000));
+}
+
+function isStoredBreaker(v: unknown): v is StoredBreaker {
+  if (typeof v !== "object" || v === null) return false;
+  const r = v as Record<string, unknown>;
+  const optNum = (x: unknown) => x === undefined || (typeof x === "number" && Number.isFinite(x));
+  return (
+    r.v === 1 &&
+    typeof r.failures === "number" &&
+    Number.isInteger(r.failures) &&
+    r.failures >= 0 &&
+    typeof r.cooldownMs === "number" &&
+    Number.isFinite(r.cooldownMs) &&
+    optNum(r.openUntil) &&
+    optNum(r.retryAt) &&
+    optNum(r.parsingSince) &&
+    (r.retryCode === undefined || r.retryCode === "partner_rate_limited" || r.retryCode === "partner_unavailable")
+  );
+}
+
+/** An error's name only: a storage error message is not ours to log. */
+function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : typeof err;
 }

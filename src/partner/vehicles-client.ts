@@ -10,6 +10,7 @@ import type { Config } from "../config.ts";
 import type { AccessToken, Clock, FetchFn, Logger, TokenSource } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import { checkBodyShape } from "./body-guard.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 
 /** Path of the vehicles resource under `config.apiUrl`. */
@@ -23,7 +24,10 @@ export const RETRY_DELAY_MIN_MS = 100;
 export const RETRY_DELAY_MAX_MS = 300;
 
 /** What the partner call needs from the configuration. */
-export type PartnerClientConfig = Pick<Config, "apiUrl" | "partnerTimeoutMs" | "partnerMaxBytes">;
+export type PartnerClientConfig = Pick<
+  Config,
+  "apiUrl" | "partnerTimeoutMs" | "partnerMaxBytes" | "partnerMaxVehicles"
+>;
 
 /** Validates and redacts the partner's JSON text; throws AppError `partner_response_invalid`. */
 export type ParseBody = (text: string) => { vehicles: unknown[]; dropped: number };
@@ -105,7 +109,9 @@ export async function fetchPartnerVehicles(deps: PartnerClientDeps): Promise<Par
     }
   };
 
-  // Inside a Retry-After window or while the breaker is open, no call goes out (and no token is fetched).
+  // Inside a Retry-After window or while the breaker is open, no call goes out (and no token is
+  // fetched); that state may come from storage, written by an instance before a reset.
+  await breaker.ready();
   breaker.acquire();
   try {
     let token = await getToken();
@@ -120,7 +126,9 @@ export async function fetchPartnerVehicles(deps: PartnerClientDeps): Promise<Par
         verdict = upstreamFailure(err);
       }
       if (verdict.kind === "ok") {
-        const parsed = parse(deps.parseBody, verdict.response.text);
+        // A body that kills the object while parsed must not be fetched again at once.
+        await breaker.beforeParse();
+        const parsed = parse(deps.parseBody, verdict.response.text, deps.config.partnerMaxVehicles, log);
         breaker.success();
         return { vehicles: parsed.vehicles, dropped: parsed.dropped, timings };
       }
@@ -216,7 +224,19 @@ function upstreamFailure(err: UpstreamError): Verdict {
   }
 }
 
-function parse(parseBody: ParseBody, text: string): { vehicles: unknown[]; dropped: number } {
+function parse(
+  parseBody: ParseBody,
+  text: string,
+  maxVehicles: number,
+  log: Logger,
+): { vehicles: unknown[]; dropped: number } {
+  // Before JSON.parse: a body of millions of tiny values fits the byte cap but not in 128 MB once
+  // parsed (see body-guard.ts). Refused like any invalid answer: the breaker counts it as a failure.
+  const shape = checkBodyShape(text, maxVehicles);
+  if (!shape.ok) {
+    log.log("warn", "partner_body_refused", { reason: shape.reason, bytes: text.length, ...shape.counts });
+    throw new AppError("partner_response_invalid", { detail: `answer refused before parsing: ${shape.reason}` });
+  }
   try {
     return parseBody(text);
   } catch (err) {

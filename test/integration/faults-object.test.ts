@@ -7,6 +7,7 @@
 import { abortAllDurableObjects, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
 import type { GatewayStatus, SnapshotResult, WarmResult } from "../../src/deps.ts";
+import { BREAKER_STORE_KEY, type StoredBreaker } from "../../src/partner/circuit-breaker.ts";
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
@@ -92,6 +93,95 @@ describe("eviction and reset", () => {
     const answers = await Promise.all(Array.from({ length: 20 }, () => scan.fetch("/v1/vehicles?limit=1")));
     for (const a of answers) expect(a.status).toBe(200);
     expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    await sandbox.clearFaults();
+  });
+});
+
+describe("the circuit breaker survives a reset", () => {
+  /** Five failed fetches (a 500 and its retry each): 10 partner requests, then the breaker is open. */
+  async function openTheBreaker(): Promise<void> {
+    await sandbox.faults({ vehicles: { kind: "status", status: 500 } });
+    for (let i = 0; i < 5; i++) {
+      expectProblem(await scan.fetch("/v1/vehicles", BYPASS), {
+        status: 502,
+        code: "partner_error",
+        retryAfter: "absent",
+      });
+    }
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+  }
+
+  it("open, then reset and evicted: no partner request until retryAt, one trial after it", async () => {
+    await openTheBreaker();
+    const before = await gatewayStub().status();
+    scan.see("gateway status", before);
+    expect(before.breaker.state).toBe("open");
+    const retryAt = before.breaker.retryAt as number;
+    expect(retryAt - Date.now()).toBeGreaterThan(29_000);
+
+    // A reset (as by a deploy or a crash) forgets memory; the breaker is read back from storage.
+    await abortAllDurableObjects();
+    const afterReset = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles", BYPASS)));
+    for (const a of afterReset) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
+    const status = await gatewayStub().status();
+    scan.see("gateway status", status);
+    expect(status.breaker).toEqual({ state: "open", retryAt });
+    expect(status.counters.partnerRequests).toBe(0); // a new instance: it sent nothing
+
+    advanceClock(20_000);
+    await evictDurableObject(gatewayStub());
+    expectProblem(await scan.fetch("/v1/vehicles", BYPASS), {
+      status: 503,
+      code: "partner_circuit_open",
+      retryAfter: [9, 10],
+    });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+
+    // Past retryAt: half-open, one trial, with the token restored from storage. It succeeds: closed.
+    await sandbox.clearFaults();
+    advanceClock(10_500);
+    expect(Date.now()).toBeGreaterThan(retryAt);
+    expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 11 });
+    const closed = await gatewayStub().status();
+    scan.see("gateway status", closed);
+    expect(closed.breaker).toEqual({ state: "closed" });
+    const stored = await runInDurableObject(gatewayStub(), (_i, state) => state.storage.get(BREAKER_STORE_KEY));
+    scan.see("stored breaker", stored);
+    expect(stored).toEqual({ v: 1, failures: 0, cooldownMs: 30_000 });
+  });
+
+  it("an instance that died while parsing a partner body: the next one opens the breaker at once, no request", async () => {
+    // What a crash in the middle of JSON.parse leaves behind: the mark written (and synced) before it.
+    const mark: StoredBreaker = { v: 1, failures: 0, cooldownMs: 30_000, parsingSince: Date.now() };
+    await runInDurableObject(gatewayStub(), (_i, state) => state.storage.put(BREAKER_STORE_KEY, mark));
+    await abortAllDurableObjects();
+
+    const answers = await Promise.all(Array.from({ length: 5 }, () => scan.fetch("/v1/vehicles", BYPASS)));
+    for (const a of answers) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
+    expect(await counts()).toEqual(NOTHING); // not even a token request
+
+    advanceClock(30_500);
+    expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+  });
+
+  it("a Retry-After window (429, 120 s) survives a reset too", async () => {
+    await sandbox.faults({ vehicles: { kind: "tooManyRequests", retryAfter: 120 } });
+    expectProblem(await scan.fetch("/v1/vehicles", BYPASS), {
+      status: 503,
+      code: "partner_rate_limited",
+      retryAfter: 120,
+    });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    await abortAllDurableObjects();
+    advanceClock(60_000);
+    expectProblem(await scan.fetch("/v1/vehicles", BYPASS), {
+      status: 503,
+      code: "partner_rate_limited",
+      retryAfter: [59, 60],
+    });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     await sandbox.clearFaults();
   });
 });

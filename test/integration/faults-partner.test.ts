@@ -4,6 +4,7 @@
  * headers), the number of token and partner requests (sandbox counters), and (afterAll) that
  * nothing leaked. Timeouts run with the defaults: PARTNER_TIMEOUT_MS 10 s.
  */
+import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { VehiclesFault } from "../../sandbox/index.ts";
@@ -256,6 +257,42 @@ describe("partner text in error answers", () => {
     expectProblem(seen, { status: 502, code, retryAfter: "absent" });
     expect(seen.text).not.toContain("evil.example");
     expect(seen.text).not.toContain("Account suspended");
+  });
+});
+
+describe("partner bodies too costly to parse (millions of tiny values under the byte cap)", () => {
+  it("16 MiB of [{},{},…] (5.6 million items): 502 partner_response_invalid before the parse, one call, the object not reset", async () => {
+    await sandbox.faults({ vehicles: { kind: "manyItems" } });
+    const instances = new WeakSet<object>();
+    await runInDurableObject(gatewayStub(), (instance) => {
+      instances.add(instance);
+    });
+
+    const body = expectProblem(await scan.fetch("/v1/vehicles"), {
+      status: 502,
+      code: "partner_response_invalid",
+      retryAfter: "absent",
+    });
+    expect(body.detail).toBe("answer refused before parsing: more than 200002 objects and arrays");
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect((await sandbox.counters()).vehicles.byStatus).toEqual({ 200: 1 });
+    expect(await runInDurableObject(gatewayStub(), (instance) => instances.has(instance))).toBe(true);
+  });
+
+  it("five refused bodies open the breaker: then nothing is fetched until the cool-down ends", async () => {
+    // 250,000 empty objects (750 KB): over the 200,002 containers that 50,000 vehicles may hold.
+    await sandbox.faults({ vehicles: { kind: "manyItems", count: 250_000 } });
+    for (let i = 1; i <= 5; i++) {
+      expectProblem(await scan.fetch("/v1/vehicles"), {
+        status: 502,
+        code: "partner_response_invalid",
+        retryAfter: "absent",
+      });
+      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: i });
+    }
+    const answers = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles?limit=3")));
+    for (const a of answers) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
+    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 5 });
   });
 });
 

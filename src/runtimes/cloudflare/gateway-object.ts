@@ -21,6 +21,7 @@ function storageStore(storage: DurableObjectStorage): KeyValueStore {
     delete: async (key) => {
       await storage.delete(key);
     },
+    sync: () => storage.sync(),
   };
 }
 

@@ -1,10 +1,13 @@
 import { describe, expect, it } from "vitest";
+import { type KeyValueStore, type Logger, MemoryStore } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import {
   BREAKER_BASE_COOLDOWN_MS,
   BREAKER_FAILURE_THRESHOLD,
   BREAKER_MAX_COOLDOWN_MS,
+  BREAKER_STORE_KEY,
   CircuitBreaker,
+  type StoredBreaker,
 } from "../../../src/partner/circuit-breaker.ts";
 
 function setup(opts: Partial<ConstructorParameters<typeof CircuitBreaker>[0]> = {}) {
@@ -139,5 +142,193 @@ describe("CircuitBreaker", () => {
     breaker.holdUntil(clock.t + 90_000, "partner_rate_limited");
     expect(refusal(breaker)).toMatchObject({ code: "partner_rate_limited", retryAfterS: 90 });
     expect(breaker.state()).toEqual({ state: "open", retryAt: clock.t + 90_000 });
+  });
+});
+
+/** A MemoryStore that counts reads, writes and syncs. */
+class CountingStore extends MemoryStore {
+  gets = 0;
+  puts = 0;
+  syncs = 0;
+  override async get<T>(key: string): Promise<T | undefined> {
+    this.gets += 1;
+    return super.get<T>(key);
+  }
+  override async put<T>(key: string, value: T): Promise<void> {
+    this.puts += 1;
+    return super.put(key, value);
+  }
+  async sync(): Promise<void> {
+    this.syncs += 1;
+  }
+}
+
+function recordingLog() {
+  const events: string[] = [];
+  const log: Logger = { log: (_level, event) => events.push(event) };
+  return { log, events };
+}
+
+describe("CircuitBreaker with a store (survives an object reset)", () => {
+  function persisted() {
+    const store = new CountingStore();
+    const clock = {
+      t: 1_800_000_000_000,
+      now() {
+        return this.t;
+      },
+    };
+    const { log, events } = recordingLog();
+    /** A new instance on the same store and clock: what a reset leaves behind. */
+    const instance = (s: KeyValueStore = store) => new CircuitBreaker({ clock, store: s, log });
+    return { store, clock, instance, events };
+  }
+
+  it("an open breaker stays open across a reset until its cool-down ends; read once, lazily", async () => {
+    const { store, clock, instance } = persisted();
+    const first = instance();
+    await first.ready();
+    fail(first, BREAKER_FAILURE_THRESHOLD);
+    await first.flush();
+    expect(await store.get<StoredBreaker>(BREAKER_STORE_KEY)).toEqual({
+      v: 1,
+      failures: 0,
+      cooldownMs: BREAKER_BASE_COOLDOWN_MS,
+      openUntil: clock.t + BREAKER_BASE_COOLDOWN_MS,
+    });
+
+    clock.t += 10_000;
+    const second = instance();
+    expect(store.gets).toBe(2); // first.ready() and the check above; the new instance has read nothing yet
+    await Promise.all([second.ready(), second.ready()]);
+    await second.ready();
+    expect(store.gets).toBe(3);
+    expect(refusal(second)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 20 });
+    expect(second.state()).toEqual({ state: "open", retryAt: clock.t + 20_000 });
+
+    // After the cool-down, one trial; it fails: open again for twice as long, also persisted.
+    clock.t += 20_000;
+    second.acquire();
+    second.failure();
+    await second.flush();
+    const third = instance();
+    await third.ready();
+    expect(refusal(third)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 60 });
+  });
+
+  it("the failure count survives too: 3 failures, a reset, 2 more open it", async () => {
+    const { instance } = persisted();
+    const a = instance();
+    await a.ready();
+    fail(a, 3);
+    await a.flush();
+    const b = instance();
+    await b.ready();
+    fail(b, BREAKER_FAILURE_THRESHOLD - 3);
+    expect(b.state().state).toBe("open");
+  });
+
+  it("a Retry-After window survives a reset, with its code", async () => {
+    const { clock, instance } = persisted();
+    const a = instance();
+    await a.ready();
+    a.holdUntil(clock.t + 600_000, "partner_unavailable");
+    await a.flush();
+    clock.t += 100_000;
+    const b = instance();
+    await b.ready();
+    expect(refusal(b)).toMatchObject({ code: "partner_unavailable", retryAfterS: 500 });
+  });
+
+  it("writes only on change: a success on a closed breaker costs no write", async () => {
+    const { store, instance } = persisted();
+    const a = instance();
+    await a.ready();
+    for (let i = 0; i < 5; i++) {
+      a.acquire();
+      a.success();
+    }
+    await a.flush();
+    expect(store.puts).toBe(0);
+    a.acquire();
+    a.failure();
+    await a.flush();
+    a.acquire();
+    a.success();
+    await a.flush();
+    expect(store.puts).toBe(2);
+    // Changes that cancel out before the write runs are coalesced: nothing to write.
+    a.acquire();
+    a.failure();
+    a.acquire();
+    a.success();
+    await a.flush();
+    expect(store.puts).toBe(2);
+  });
+
+  it("died while parsing a body (the mark is found): open at once, no call before the cool-down", async () => {
+    const { store, clock, instance, events } = persisted();
+    const a = instance();
+    await a.ready();
+    a.acquire();
+    await a.beforeParse();
+    expect(store.syncs).toBe(1); // made durable before the parse starts
+    expect(await store.get<StoredBreaker>(BREAKER_STORE_KEY)).toMatchObject({ parsingSince: clock.t });
+    // ...the object dies here: no success(), no failure().
+
+    clock.t += 1_000;
+    const b = instance();
+    await b.ready();
+    expect(events).toContain("partner_parse_interrupted");
+    expect(refusal(b)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 30 });
+    await b.flush();
+    const rec = await store.get<StoredBreaker>(BREAKER_STORE_KEY);
+    expect(rec).toEqual({ v: 1, failures: 0, cooldownMs: 30_000, openUntil: clock.t + 30_000 });
+
+    // The trial after the cool-down dies the same way: open again for twice as long.
+    clock.t += 30_000;
+    b.acquire();
+    await b.beforeParse();
+    const c = instance();
+    await c.ready();
+    expect(refusal(c)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 60 });
+  });
+
+  it("a parse that ends (either way) clears the mark", async () => {
+    const { store, instance } = persisted();
+    const a = instance();
+    await a.ready();
+    a.acquire();
+    await a.beforeParse();
+    a.success();
+    await a.flush();
+    expect(await store.get(BREAKER_STORE_KEY)).toEqual({ v: 1, failures: 0, cooldownMs: 30_000 });
+    a.acquire();
+    await a.beforeParse();
+    a.failure();
+    await a.flush();
+    expect(await store.get(BREAKER_STORE_KEY)).toEqual({ v: 1, failures: 1, cooldownMs: 30_000 });
+  });
+
+  it("an unreadable store or a malformed record: logged, starts closed", async () => {
+    const { clock } = persisted();
+    const { log, events } = recordingLog();
+    const broken: KeyValueStore = {
+      get: () => Promise.reject(new Error("storage exploded with secret detail")),
+      put: () => Promise.reject(new Error("nope")),
+      delete: async () => {},
+    };
+    const a = new CircuitBreaker({ clock, store: broken, log });
+    await a.ready();
+    expect(a.state().state).toBe("closed");
+    fail(a, 1);
+    await a.flush();
+    expect(events).toEqual(["breaker_store_failed", "breaker_store_failed"]);
+
+    const odd = new MemoryStore();
+    await odd.put(BREAKER_STORE_KEY, { v: 2, failures: "many" });
+    const b = new CircuitBreaker({ clock, store: odd });
+    await b.ready();
+    expect(b.state()).toEqual({ state: "closed", retryAt: undefined });
   });
 });

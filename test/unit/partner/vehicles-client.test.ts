@@ -1,7 +1,14 @@
 import { afterEach, describe, expect, it } from "vitest";
-import type { AccessToken, FetchFn, Logger, LogLevel, TokenSource } from "../../../src/deps.ts";
+import {
+  type AccessToken,
+  type FetchFn,
+  type Logger,
+  type LogLevel,
+  MemoryStore,
+  type TokenSource,
+} from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
-import { CircuitBreaker } from "../../../src/partner/circuit-breaker.ts";
+import { BREAKER_STORE_KEY, CircuitBreaker, type StoredBreaker } from "../../../src/partner/circuit-breaker.ts";
 import {
   DEFAULT_RETRY_AFTER_S,
   fetchPartnerVehicles,
@@ -108,7 +115,7 @@ function setup(f: ReturnType<typeof scriptedFetch>, over: Partial<PartnerClientD
   const parsed: string[] = [];
   const breaker = new CircuitBreaker({ clock });
   const deps: PartnerClientDeps = {
-    config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 64 * 1024 },
+    config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 64 * 1024, partnerMaxVehicles: 50_000 },
     fetch: f.fn,
     tokens,
     clock,
@@ -358,7 +365,9 @@ describe("fetchPartnerVehicles", () => {
         headers: { "content-type": "application/json", "content-length": "2048" },
       });
     });
-    const { deps, parsed } = setup(f, { config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 1024 } });
+    const { deps, parsed } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 1024, partnerMaxVehicles: 50_000 },
+    });
     expect((await failure(fetchPartnerVehicles(deps))).code).toBe("partner_response_invalid");
     expect(parsed).toEqual([]);
     expect(f.requests).toHaveLength(1);
@@ -377,7 +386,9 @@ describe("fetchPartnerVehicles", () => {
       });
       return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
     });
-    const { deps } = setup(f, { config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 1024 } });
+    const { deps } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 1024, partnerMaxVehicles: 50_000 },
+    });
     expect((await failure(fetchPartnerVehicles(deps))).code).toBe("partner_response_invalid");
   });
 
@@ -392,7 +403,9 @@ describe("fetchPartnerVehicles", () => {
       });
       return new Response(body, { status: 200, headers: { "content-type": "application/json" } });
     });
-    const { deps, sleeps } = setup(f, { config: { apiUrl: API, partnerTimeoutMs: 30, partnerMaxBytes: 1024 } });
+    const { deps, sleeps } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 30, partnerMaxBytes: 1024, partnerMaxVehicles: 50_000 },
+    });
     const err = await failure(fetchPartnerVehicles(deps));
     expect(err).toMatchObject({ code: "partner_timeout", status: 504 });
     expect(f.requests).toHaveLength(1);
@@ -406,7 +419,9 @@ describe("fetchPartnerVehicles", () => {
           req.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
         }),
     );
-    const { deps } = setup(f, { config: { apiUrl: API, partnerTimeoutMs: 30, partnerMaxBytes: 1024 } });
+    const { deps } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 30, partnerMaxBytes: 1024, partnerMaxVehicles: 50_000 },
+    });
     expect((await failure(fetchPartnerVehicles(deps))).code).toBe("partner_timeout");
   });
 
@@ -506,5 +521,98 @@ describe("fetchPartnerVehicles with the circuit breaker", () => {
     await expect(fetchPartnerVehicles(deps)).resolves.toMatchObject({ vehicles: VEHICLES });
     expect(f.requests).toHaveLength(13);
     expect(breaker.state()).toEqual({ state: "closed", retryAt: undefined });
+  });
+});
+
+describe("fetchPartnerVehicles: bodies too costly to parse", () => {
+  it("refuses millions of tiny values before parseBody, as partner_response_invalid counted by the breaker", async () => {
+    const many = `[${Array.from({ length: 1_000 }, () => "{}").join(",")}]`;
+    const f = fakeFetch(() => new Response(many, { headers: { "content-type": "application/json" } }));
+    const { deps, parsed, lines, breaker } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 64 * 1024, partnerMaxVehicles: 100 },
+    });
+    const err = await failure(fetchPartnerVehicles(deps));
+    expect(err).toMatchObject({
+      code: "partner_response_invalid",
+      status: 502,
+      detail: "answer refused before parsing: more than 402 objects and arrays",
+    });
+    expect(parsed).toEqual([]); // never reached the validator
+    expect(f.requests).toHaveLength(1); // a refused body is not fetched again at once
+    expect(lines.find((l) => l.event === "partner_body_refused")).toMatchObject({
+      level: "warn",
+      fields: { bytes: many.length, containers: 403, values: 403 },
+    });
+    // Five such answers open the breaker like any other failure.
+    for (let i = 0; i < 4; i++) {
+      f.requests.length = 0;
+      await failure(
+        fetchPartnerVehicles({
+          ...deps,
+          fetch: fakeFetch(() => new Response(many, { headers: { "content-type": "application/json" } })).fn,
+        }),
+      );
+    }
+    expect(breaker.state().state).toBe("open");
+  });
+
+  it("the same vehicles under the cap are parsed", async () => {
+    const f = fakeFetch(json(VEHICLES));
+    const { deps, parsed } = setup(f, {
+      config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 64 * 1024, partnerMaxVehicles: 2 },
+    });
+    await expect(fetchPartnerVehicles(deps)).resolves.toMatchObject({ vehicles: VEHICLES });
+    expect(parsed).toHaveLength(1);
+  });
+});
+
+describe("fetchPartnerVehicles with a persisted breaker", () => {
+  /** A MemoryStore that logs what is written, in order with the parse. */
+  class EventStore extends MemoryStore {
+    readonly events: string[];
+    constructor(events: string[]) {
+      super();
+      this.events = events;
+    }
+    override async put<T>(key: string, value: T): Promise<void> {
+      const rec = value as StoredBreaker;
+      this.events.push(`put ${key} ${rec.parsingSince === undefined ? "no mark" : "mark"}`);
+      return super.put(key, value);
+    }
+    async sync(): Promise<void> {
+      this.events.push("sync");
+    }
+  }
+
+  it("the parse mark is stored and synced before parseBody runs, and cleared after it", async () => {
+    const events: string[] = [];
+    const store = new EventStore(events);
+    const f = fakeFetch(json(VEHICLES));
+    const { deps, clock } = setup(f);
+    const breaker = new CircuitBreaker({ clock, store });
+    const parseBody = (text: string) => {
+      events.push("parse");
+      return { vehicles: JSON.parse(text) as unknown[], dropped: 0 };
+    };
+    await expect(fetchPartnerVehicles({ ...deps, breaker, parseBody })).resolves.toMatchObject({ vehicles: VEHICLES });
+    await breaker.flush();
+    expect(events).toEqual([`put ${BREAKER_STORE_KEY} mark`, "sync", "parse", `put ${BREAKER_STORE_KEY} no mark`]);
+  });
+
+  it("an open breaker found in the store: no token, no partner call", async () => {
+    const store = new MemoryStore();
+    const f = fakeFetch();
+    const { deps, clock, tokens } = setup(f);
+    await store.put<StoredBreaker>(BREAKER_STORE_KEY, {
+      v: 1,
+      failures: 0,
+      cooldownMs: 30_000,
+      openUntil: clock.t + 30_000,
+    });
+    const fresh = new CircuitBreaker({ clock, store });
+    const err = await failure(fetchPartnerVehicles({ ...deps, breaker: fresh }));
+    expect(err).toMatchObject({ code: "partner_circuit_open", retryAfterS: 30 });
+    expect(tokens.getTokenCalls).toBe(0);
+    expect(f.requests).toHaveLength(0);
   });
 });

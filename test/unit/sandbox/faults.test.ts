@@ -252,6 +252,30 @@ describe("sandbox fault switches", () => {
       expect((await vehicles(sb, token)).status).toBe(200);
     });
 
+    it("manyItems sends exactly count copies of item; by default 16,776,001 bytes of empty objects", async () => {
+      sb.setFaults({
+        vehicles: [
+          { kind: "manyItems", count: 3, item: '{"a":1}', declareLength: true, times: 1 },
+          { kind: "manyItems", times: 1 },
+        ],
+      });
+      const small = await vehicles(sb, token);
+      expect(small.status).toBe(200);
+      expect(small.headers.get("content-length")).toBe("25");
+      expect(await small.text()).toBe('[{"a":1},{"a":1},{"a":1}]');
+      const big = await vehicles(sb, token);
+      expect(big.headers.get("content-type")).toMatch(/^application\/json/);
+      expect(big.headers.get("content-length")).toBeNull();
+      const text = await big.text();
+      expect(text.length).toBe(16_776_001);
+      expect(text.length).toBeLessThan(16 * 1024 * 1024);
+      expect(text.startsWith("[{},{},")).toBe(true);
+      expect(text.endsWith(",{}]")).toBe(true);
+      expect(sb.counters().vehicles.byFault).toEqual({ manyItems: 2 });
+      expect(() => sb.setFaults({ vehicles: { kind: "manyItems", count: 1 } })).toThrow(/count/);
+      expect(() => sb.setFaults({ token: { kind: "manyItems" } as never })).toThrow(FaultSpecError);
+    });
+
     it("walks the list in order: latency adds up, then the first armed fault answers", async () => {
       sb.setFaults({
         vehicles: [
