@@ -13,9 +13,9 @@ import { fileURLToPath } from "node:url";
 import { type Sandbox, startSandbox } from "../sandbox/index.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-/** The runtime commands; Deno gets network and environment access only. */
+/** The runtime commands; Deno gets network and environment access, and reads public/ (the map's files) only. */
 const COMMANDS: Record<string, [string, string[]]> = {
-  deno: ["deno", ["run", "--allow-net", "--allow-env", "src/runtimes/deno.ts"]],
+  deno: ["deno", ["run", "--allow-net", "--allow-env", "--allow-read=public", "src/runtimes/deno.ts"]],
   bun: ["bun", ["src/runtimes/bun.ts"]],
 };
 /** The sandbox's usual port; taken (another `npm start`), any free one. */

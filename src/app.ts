@@ -11,6 +11,7 @@ import type { Deps } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { sha256Hex } from "./http/upstream.ts";
+import { mapRoutes } from "./map/routes.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
 export interface AppEnv {
@@ -208,9 +209,10 @@ export function createApp(): Hono<AppEnv> {
   });
 
   app.route("/", docsRoutes());
+  app.route("/", mapRoutes());
 
   // OPTIONS on a known route without an allowed CORS origin: what it allows (RFC 9110 §9.3.7).
-  for (const path of ["/v1/vehicles", "/v1/vehicles/:vin", "/health", "/openapi.json", "/docs"]) {
+  for (const path of ["/v1/vehicles", "/v1/vehicles/:vin", "/health", "/openapi.json", "/docs", "/map"]) {
     app.options(path, (c) => c.body(null, 204, { allow: "GET, HEAD, OPTIONS" }));
   }
 

@@ -28,6 +28,7 @@ import {
 import { AppError, type ErrorInfo } from "../errors.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
+import { type ReadAsset, serveAsset } from "../map/static-files.ts";
 import { warmUp } from "../warmup.ts";
 
 /** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
@@ -57,6 +58,8 @@ export interface ServerOptions {
   log?: Logger;
   /** L2. Default: the Cache API where the runtime has one (Deno), else a bounded memory cache (Bun, Node). */
   cache?: ResponseCache;
+  /** The map's static files (`public/`), answered before the app as Workers Static Assets are. */
+  assets?: ReadAsset;
 }
 
 /** A wired server: hand `fetch` to the runtime's HTTP server, call `close` on shutdown. */
@@ -252,7 +255,8 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
   let closing: Promise<void> | undefined;
   return {
     deps,
-    fetch: async (request) => app.fetch(request, { deps }, executionCtx),
+    fetch: async (request) =>
+      (opts.assets && (await serveAsset(request, opts.assets))) || app.fetch(request, { deps }, executionCtx),
     close() {
       closing ??= (async () => {
         clearInterval(interval);

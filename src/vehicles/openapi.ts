@@ -199,6 +199,14 @@ export function buildOpenApiDocument(opts: { maxLimit: number; serverUrl?: strin
           responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
         },
       },
+      "/map": {
+        get: {
+          operationId: "map",
+          summary: "Map of the vehicles, with the filters of /v1/vehicles as controls",
+          tags: ["meta"],
+          responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
+        },
+      },
     },
     components: {
       schemas: {
