@@ -6,6 +6,7 @@
  * No request reaches a partner: the page holds no data.
  */
 import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { vendorMap } from "../../../scripts/vendor-map.ts";
 import { parseConfig } from "../../../src/config.ts";
@@ -21,7 +22,7 @@ let server: GatewayServer | undefined;
 function serve(settings: Record<string, string>): GatewayServer {
   server = createGatewayServer(
     { ...BASE, ...settings },
-    { log: quiet, assets: assetReader(async (url) => new Uint8Array(await readFile(url))) },
+    { log: quiet, assets: assetReader(async (url) => new Uint8Array(await readFile(fileURLToPath(url.href)))) },
   );
   return server;
 }
