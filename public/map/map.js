@@ -121,7 +121,10 @@
     $("count").textContent = `${data.count} of ${data.total} matching vehicles shown.`;
     renderStatus({ stale: data.stale, fetchedAt: data.fetchedAt, cacheStatus });
     body.dataset.count = String(data.count);
-    setState("ready");
+    body.dataset.fetchedAt = data.fetchedAt;
+    // The snapshot may be new: its age comes from the health answer, asked again now.
+    await loadHealth();
+    if (seq === state.seq) setState("ready");
   }
 
   function draw(vehicles) {
@@ -214,13 +217,16 @@
     else if (lastAnswer?.fetchedAt) parts.push(`snapshot from ${lastAnswer.fetchedAt}`);
     if (lastAnswer) {
       parts.push(lastAnswer.stale ? "STALE (served past its TTL)" : "fresh");
-      // RFC 9211: the last member is the cache nearest the client, the one that answered.
+      // RFC 9211: members are listed from the origin outwards; the one with `hit` answered.
+      // With no hit, the gateway object (the first member) produced the answer.
       const members = lastAnswer.cacheStatus
         .split(",")
-        .map((s) => s.trim())
-        .filter(Boolean);
-      const nearest = members.at(-1);
-      if (nearest) parts.push(`answered by ${nearest}`);
+        .map((s) => s.trim().split(";"))
+        .filter((m) => m[0]);
+      const hit = members.find((m) => m.slice(1).some((p) => p.trim() === "hit"));
+      const first = members[0];
+      if (hit) parts.push(`answered by ${hit[0]} (hit)`);
+      else if (first) parts.push(`answered by ${first[0]} (${first.slice(1).join(";").trim() || "miss"})`);
       $("status").title = `Cache-Status: ${lastAnswer.cacheStatus}`;
       $("status").classList.toggle("stale", Boolean(lastAnswer.stale));
     }
