@@ -29,6 +29,13 @@
     body.classList.add("no-tiles");
   }
   map.setView([50, 10], 5);
+  // While the map pans or zooms (animated), marker positions on screen are not final.
+  map.on("movestart zoomstart", () => {
+    body.dataset.moving = "true";
+  });
+  map.on("moveend zoomend", () => {
+    delete body.dataset.moving;
+  });
   const markers = L.layerGroup().addTo(map);
   const areaLayer = L.layerGroup().addTo(map);
   let fitted = false;
@@ -251,23 +258,29 @@
     if (mode === "box") map.dragging.disable();
     else map.dragging.enable();
   }
-  function showArea() {
+  /** Draws the area of the query; with `zoom`, the map zooms to it (the box or the circle). */
+  function showArea(zoom) {
     areaLayer.clearLayers();
+    let shape;
     if (state.bbox) {
       const [w, s, e, n] = state.bbox;
-      L.rectangle(
+      shape = L.rectangle(
         [
           [s, w],
           [n, e],
         ],
         { className: "area", interactive: false },
-      ).addTo(areaLayer);
-    }
-    if (state.near) {
-      L.circle(state.near, { radius: Number($("radius").value) || 1000, className: "area", interactive: false }).addTo(
-        areaLayer,
       );
+    } else if (state.near) {
+      shape = L.circle(state.near, {
+        radius: Number($("radius").value) || 1000,
+        className: "area",
+        interactive: false,
+      });
     }
+    if (!shape) return;
+    shape.addTo(areaLayer);
+    if (zoom) map.fitBounds(shape.getBounds(), { padding: [20, 20] });
   }
   const boxOf = (bounds) => [bounds.getWest(), bounds.getSouth(), bounds.getEast(), bounds.getNorth()];
 
@@ -275,6 +288,9 @@
   let dragRect;
   map.on("mousedown", (ev) => {
     if (state.mode !== "box") return;
+    // A drag that draws a box must not also select the page's text.
+    L.DomEvent.preventDefault(ev.originalEvent);
+    L.DomUtil.disableTextSelection();
     dragStart = ev.latlng;
     dragRect = L.rectangle(L.latLngBounds(dragStart, dragStart), { className: "area drawing", interactive: false });
     dragRect.addTo(areaLayer);
@@ -284,6 +300,7 @@
   });
   map.on("mouseup", (ev) => {
     if (!dragStart) return;
+    L.DomUtil.enableTextSelection();
     const bounds = L.latLngBounds(dragStart, ev.latlng);
     dragStart = undefined;
     dragRect = undefined;
@@ -291,7 +308,7 @@
     if (bounds.getNorth() === bounds.getSouth() || bounds.getEast() === bounds.getWest()) return showArea();
     state.bbox = boxOf(bounds);
     state.near = undefined;
-    showArea();
+    showArea(true);
     query();
   });
   map.on("click", (ev) => {
@@ -299,7 +316,7 @@
     setMode(undefined);
     state.near = ev.latlng;
     state.bbox = undefined;
-    showArea();
+    showArea(true);
     query();
   });
 
@@ -314,13 +331,14 @@
   $("clear-area").addEventListener("click", () => {
     state.bbox = undefined;
     state.near = undefined;
+    fitted = false; // The next answer (the whole fleet) is fitted into view again.
     setMode(undefined);
     showArea();
     query();
   });
   $("filters").addEventListener("submit", (ev) => ev.preventDefault());
   $("filters").addEventListener("change", (ev) => {
-    if (ev.target.id === "radius") showArea();
+    if (ev.target.id === "radius") showArea(true);
     query();
   });
 

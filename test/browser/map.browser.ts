@@ -35,7 +35,7 @@ const WIDTH = 1280;
 const HEIGHT = 800;
 
 interface VehicleList {
-  vehicles: { vin: string; fuelType: string; position: { latitude: number; longitude: number } }[];
+  vehicles: { vin: string; fuelType: string; position: { latitude: number; longitude: number }; distanceM?: number }[];
   count: number;
   total: number;
   fetchedAt: string;
@@ -44,6 +44,7 @@ interface VehicleList {
 /** What the page shows: the query it ran and the markers it drew (one SVG path per vehicle). */
 interface Shown {
   state: string;
+  moving: boolean;
   query: string;
   count: string;
   vins: string[];
@@ -51,6 +52,7 @@ interface Shown {
 
 const SHOWN = `JSON.stringify({
   state: document.body.dataset.state,
+  moving: document.body.dataset.moving === "true",
   query: document.body.dataset.query ?? "",
   count: document.body.dataset.count ?? "",
   vins: [...document.querySelectorAll("#map path.vehicle")].map((p) => p.dataset.vin),
@@ -137,7 +139,7 @@ class MapTab {
     let last: Shown | undefined;
     await this.waitFor("the page to draw its answer", async () => {
       last = await this.shown();
-      return last.state === "ready" && matches(last.query);
+      return last.state === "ready" && !last.moving && matches(last.query);
     });
     return last as Shown;
   }
@@ -294,6 +296,8 @@ describe("/map on the Worker (wrangler dev) in headless Chromium", () => {
     }
     await tab.mouse("mouseReleased", to.x, to.y);
     const boxed = await tab.ready((q) => q.startsWith("/v1/vehicles?bbox="));
+    // The drag drew a box; it selected no text of the page on the way.
+    assert.equal(await tab.evaluate<string>("String(window.getSelection())"), "");
     const inBox = await expectMarkersMatchApi(tab, origin);
     assert.ok(inBox.count > 0 && inBox.count < all.count, `box holds ${inBox.count} of ${all.count}`);
 
@@ -344,6 +348,48 @@ describe("/map on the Worker (wrangler dev) in headless Chromium", () => {
     );
     assert.equal(values[names.indexOf("vin")], target.vin);
     assert.ok(!names.some((n) => /pin/i.test(n)));
+  });
+
+  it("a click for `near` with a radius shows the vehicles /v1/vehicles answers around that point", async () => {
+    const origin = local?.url ?? "";
+    // Back to the whole fleet, every fuel type; the map stays where the box put it.
+    await tab.evaluate(`(() => {
+      document.getElementById("clear-area").click();
+      const s = document.getElementById("fuelType");
+      s.value = "";
+      s.dispatchEvent(new Event("change", { bubbles: true }));
+      const r = document.getElementById("radius");
+      r.value = "4000";
+      return true;
+    })()`);
+    // Ready and not moving: the fleet is fitted into view again, markers where they stay.
+    await tab.ready((q) => q === "/v1/vehicles");
+    // A point in Berlin: where one of its cars is drawn (the sandbox's biggest city).
+    const berlin = new Set(
+      all.vehicles
+        .filter((v) => Math.abs(v.position.latitude - 52.52) < 0.03 && Math.abs(v.position.longitude - 13.405) < 0.05)
+        .map((v) => v.vin),
+    );
+    assert.ok(berlin.size > 0, "no car in central Berlin");
+    const point = await tab.evaluate<{ x: number; y: number } | null>(`(() => {
+      const vins = new Set(${JSON.stringify([...berlin])});
+      const p = [...document.querySelectorAll("#map path.vehicle")].find((e) => vins.has(e.dataset.vin));
+      if (!p) return null;
+      const r = p.getBoundingClientRect();
+      return { x: r.x + r.width / 2, y: r.y + r.height / 2 };
+    })()`);
+    assert.ok(point, "no Berlin car drawn (is Berlin outside the view?)");
+    await tab.evaluate(`document.getElementById("pick-near").click(), true`);
+    await tab.mouse("mousePressed", point.x, point.y);
+    await tab.mouse("mouseReleased", point.x, point.y);
+    const shown = await tab.ready((q) => q.startsWith("/v1/vehicles?near="));
+    assert.match(shown.query, /^\/v1\/vehicles\?near=52\.\d+,13\.\d+&radius=4000$/);
+    const near = await expectMarkersMatchApi(tab, origin);
+    assert.ok(near.count > 0 && near.count < all.count, `${near.count} near`);
+    assert.ok(near.vehicles.every((v) => v.distanceM !== undefined && v.distanceM <= 4000));
+    assert.deepEqual(tab.problems, []);
+    // Zoomed to the circle: this is the README's picture (docs/map.png).
+    await tab.screenshot("map-near.png");
   });
 
   it("made one token request and no more partner requests than the snapshot's TTL allows", () => {
