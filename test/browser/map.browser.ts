@@ -500,4 +500,46 @@ describe("/map on Bun with API keys on and tiles from a configured host", () => 
     assert.equal(counts?.vehicles.total, 1);
     await tab.screenshot("map-bun-tiles.png");
   });
+
+  it("minFuelLevel, transmission and seats go into the query, and the markers follow the answer", async () => {
+    await tab.evaluate(`(() => {
+      const set = (id, value) => { const e = document.getElementById(id); e.value = value; };
+      set("minFuelLevel", "40");
+      set("transmission", "GA");
+      set("seats", document.querySelector("#seats option:nth-child(2)").value);
+      document.getElementById("filters").dispatchEvent(new Event("change"));
+      return true;
+    })()`);
+    const shown = await tab.ready((q) => q.includes("seats="));
+    assert.match(shown.query, /^\/v1\/vehicles\?minFuelLevel=40&transmission=GA&seats=\d+$/);
+    const answer = await expectMarkersMatchApi(tab, gateway?.url ?? "", API_KEY);
+    assert.ok(answer.count > 0 && answer.count < 300, `${answer.count} of 300`);
+    assert.deepEqual(tab.problems, []);
+  });
+
+  it("shows the problem the API answers for a bad value, and asks again for a key that is refused", async () => {
+    await tab.evaluate(`(() => {
+      document.getElementById("minFuelLevel").value = "150";
+      document.getElementById("filters").dispatchEvent(new Event("change"));
+      return true;
+    })()`);
+    await tab.waitFor("the error", async () => (await tab.shown()).state === "error");
+    const error = await tab.evaluate<string>(`document.getElementById("error").textContent`);
+    assert.match(error, /^400 .*minFuelLevel/);
+    // A key the gateway refuses: the page forgets it and asks again.
+    await tab.evaluate(`(() => {
+      sessionStorage.setItem("sharenow-gateway-api-key", "not-the-key-0123456789");
+      document.getElementById("minFuelLevel").value = "";
+      document.getElementById("filters").dispatchEvent(new Event("change"));
+      return true;
+    })()`);
+    await tab.waitFor("the key form again", async () => (await tab.shown()).state === "needs-key");
+    assert.equal(await tab.evaluate<boolean>(`document.getElementById("key-form").hidden`), false);
+    assert.equal(await tab.evaluate<string | null>(`sessionStorage.getItem("sharenow-gateway-api-key")`), null);
+    // The browser logs the two refused requests (400, 401); nothing else went wrong.
+    assert.deepEqual(
+      tab.problems.filter((p) => !/status of 40[01]/.test(p)),
+      [],
+    );
+  });
 });
