@@ -343,5 +343,8 @@
   });
 
   loadHealth().then(query);
-  setInterval(loadHealth, HEALTH_EVERY_MS);
+  // The snapshot's age, while someone looks: a hidden tab asks nothing (each /health is a gateway call).
+  setInterval(() => {
+    if (document.visibilityState === "visible") loadHealth();
+  }, HEALTH_EVERY_MS);
 })();
