@@ -320,15 +320,28 @@
     query();
   });
 
-  $("draw-box").addEventListener("click", () => setMode(state.mode === "box" ? undefined : "box"));
-  $("pick-near").addEventListener("click", () => setMode(state.mode === "near" ? undefined : "near"));
-  $("view-box").addEventListener("click", () => {
+  // Drawing a box or picking a centre ends following the view (the map then zooms to that area).
+  $("draw-box").addEventListener("click", () => {
+    $("follow-view").checked = false;
+    setMode(state.mode === "box" ? undefined : "box");
+  });
+  $("pick-near").addEventListener("click", () => {
+    $("follow-view").checked = false;
+    setMode(state.mode === "near" ? undefined : "near");
+  });
+  function useView() {
     state.bbox = boxOf(map.getBounds());
     state.near = undefined;
     showArea();
     query();
+  }
+  $("view-box").addEventListener("click", useView);
+  // Following the view: every pan or zoom (a drag of the map) makes the visible area the bbox.
+  map.on("moveend", () => {
+    if ($("follow-view").checked && !dragStart) useView();
   });
   $("clear-area").addEventListener("click", () => {
+    $("follow-view").checked = false;
     state.bbox = undefined;
     state.near = undefined;
     fitted = false; // The next answer (the whole fleet) is fitted into view again.
@@ -338,6 +351,7 @@
   });
   $("filters").addEventListener("submit", (ev) => ev.preventDefault());
   $("filters").addEventListener("change", (ev) => {
+    if (ev.target.id === "follow-view") return ev.target.checked ? useView() : undefined;
     if (ev.target.id === "radius") showArea(true);
     query();
   });

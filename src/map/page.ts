@@ -58,6 +58,7 @@ export function renderMapPage(tiles: MapTiles | undefined): string {
 <fieldset><legend>Area</legend>
 <button type="button" id="draw-box">Draw box</button>
 <button type="button" id="view-box">Visible area</button>
+<label><input type="checkbox" id="follow-view"> follow the view (drag the map)</label>
 <button type="button" id="pick-near">Pick centre</button>
 <label>radius (m) <input id="radius" type="number" min="1" max="100000" step="100" value="1000"></label>
 <button type="button" id="clear-area">Clear area</button>

@@ -517,6 +517,35 @@ describe("/map on Bun with API keys on and tiles from a configured host", () => 
     assert.deepEqual(tab.problems, []);
   });
 
+  it("following the view, a drag of the map makes the visible area the bbox of the query", async () => {
+    await tab.evaluate(`(() => {
+      for (const id of ["minFuelLevel", "transmission", "seats"]) document.getElementById(id).value = "";
+      const follow = document.getElementById("follow-view");
+      follow.checked = true;
+      follow.dispatchEvent(new Event("change", { bubbles: true }));
+      return true;
+    })()`);
+    const first = await tab.ready((q) => /^\/v1\/vehicles\?bbox=[^&]+$/.test(q));
+    await expectMarkersMatchApi(tab, gateway?.url ?? "", API_KEY);
+    const map = await tab.evaluate<{ x: number; y: number; width: number; height: number }>(
+      `(() => { const r = document.getElementById("map").getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height }; })()`,
+    );
+    // Drag the map a third of its width to the right: the view (and the bbox) moves west.
+    const y = map.y + map.height / 2;
+    const from = map.x + map.width * 0.3;
+    const to = map.x + map.width * 0.63;
+    await tab.mouse("mousePressed", from, y);
+    for (let i = 1; i <= 8; i++) await tab.mouse("mouseMoved", from + ((to - from) * i) / 8, y);
+    await tab.mouse("mouseReleased", to, y);
+    const dragged = await tab.ready((q) => q.startsWith("/v1/vehicles?bbox=") && q !== first.query);
+    const west = (q: string) => Number(new URLSearchParams(q.split("?")[1]).get("bbox")?.split(",")[0]);
+    assert.ok(west(dragged.query) < west(first.query), `${first.query} -> ${dragged.query}`);
+    await expectMarkersMatchApi(tab, gateway?.url ?? "", API_KEY);
+    assert.deepEqual(tab.problems, []);
+    await tab.evaluate(`document.getElementById("clear-area").click(), true`);
+    await tab.ready((q) => q === "/v1/vehicles");
+  });
+
   it("shows the problem the API answers for a bad value, and asks again for a key that is refused", async () => {
     await tab.evaluate(`(() => {
       document.getElementById("minFuelLevel").value = "150";
