@@ -11,11 +11,12 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Sandbox, startSandbox } from "../sandbox/index.ts";
+import { vendorMap } from "./vendor-map.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
-/** The runtime commands; Deno gets network and environment access only. */
+/** The runtime commands; Deno gets network and environment access, and reads public/ (the map's files) only. */
 const COMMANDS: Record<string, [string, string[]]> = {
-  deno: ["deno", ["run", "--allow-net", "--allow-env", "src/runtimes/deno.ts"]],
+  deno: ["deno", ["run", "--allow-net", "--allow-env", "--allow-read=public", "src/runtimes/deno.ts"]],
   bun: ["bun", ["src/runtimes/bun.ts"]],
 };
 /** The sandbox's usual port; taken (another `npm start`), any free one. */
@@ -33,6 +34,9 @@ const [name, args] = command;
 // The project's pinned binary (node_modules/.bin), else whatever PATH has.
 const local = join(ROOT, "node_modules", ".bin", name);
 const bin = existsSync(local) ? local : name;
+
+// The /map page's Leaflet files (wrangler's [build] command does this for the Worker).
+await vendorMap();
 
 let sandbox: Sandbox | undefined;
 const env: NodeJS.ProcessEnv = { ...process.env };

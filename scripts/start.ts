@@ -249,7 +249,7 @@ async function main(): Promise<void> {
     ? `the local partner sandbox at ${local.partner} (client ${local.sandbox.clients.post.id}, client_secret_post; no .dev.vars credentials)`
     : `${local.partner} (credentials from ${localSettings()?.file ?? ".dev.vars"})`;
   console.log(
-    `\nnpm start: gateway on ${local.url} (try ${local.url}/v1/vehicles?limit=3, docs at ${local.url}/docs) talking to ${who}; ready in ${ms} ms; Ctrl-C stops it\n`,
+    `\nnpm start: gateway on ${local.url} (try ${local.url}/v1/vehicles?limit=3, docs at ${local.url}/docs, map at ${local.url}/map) talking to ${who}; ready in ${ms} ms; Ctrl-C stops it\n`,
   );
 
   let signalled = false;

@@ -3,7 +3,8 @@
  * `c.env.deps` (per isolate) and `c.executionCtx` (per request).
  */
 
-import { type Context, Hono, type MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
+import { Hono } from "hono/tiny";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { type Config, ConfigError } from "./config.ts";
@@ -11,6 +12,7 @@ import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { sha256Hex } from "./http/upstream.ts";
+import { mapRoutes } from "./map/routes.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
 export interface AppEnv {
@@ -294,9 +296,10 @@ export function createApp(): Hono<AppEnv> {
   });
 
   app.route("/", docsRoutes());
+  app.route("/", mapRoutes());
 
   // OPTIONS on a known route without an allowed CORS origin: what it allows (RFC 9110 §9.3.7).
-  for (const path of ["/v1/vehicles", "/v1/vehicles/:vin", "/health", "/openapi.json", "/docs"]) {
+  for (const path of ["/v1/vehicles", "/v1/vehicles/:vin", "/health", "/openapi.json", "/docs", "/map"]) {
     app.options(path, (c) => c.body(null, 204, { allow: "GET, HEAD, OPTIONS" }));
   }
 

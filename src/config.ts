@@ -3,6 +3,8 @@
  * name (never by value: some are secrets), all at once, in one ConfigError.
  */
 
+import { type MapTiles, parseMapTiles } from "./map/tiles.ts";
+
 export type ClientAuthMethod = "client_secret_post" | "client_secret_basic";
 
 export interface Config {
@@ -40,6 +42,8 @@ export interface Config {
   gatewayLocationHint: string | undefined;
   /** `all`: one log line per request; `errors`: only answers >= 400 and stale ones. */
   logRequests: "all" | "errors";
+  /** MAP_TILES_URL and MAP_TILES_ATTRIBUTION for /map; undefined: a plain background. */
+  mapTiles?: MapTiles;
 }
 
 /** Names and defaults, for the README's config table and for errors. */
@@ -197,6 +201,9 @@ export function parseConfig(env: Env): Config {
   const logRaw = str("LOG_REQUESTS") ?? "all";
   if (logRaw !== "all" && logRaw !== "errors") bad("LOG_REQUESTS", "must be all or errors");
 
+  const map = parseMapTiles(str("MAP_TILES_URL"), str("MAP_TILES_ATTRIBUTION"));
+  if ("problem" in map) bad(map.problem.setting, map.problem.reason);
+
   const config: Config = {
     tokenUrl,
     apiUrl,
@@ -216,6 +223,7 @@ export function parseConfig(env: Env): Config {
     apiKeys,
     gatewayLocationHint: hint,
     logRequests: logRaw === "errors" ? "errors" : "all",
+    mapTiles: "tiles" in map ? map.tiles : undefined,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

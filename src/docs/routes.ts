@@ -4,7 +4,7 @@
  * isolate and kept as plain strings; neither touches the partner.
  */
 
-import { Hono } from "hono";
+import { Hono } from "hono/tiny";
 import type { AppEnv } from "../app.ts";
 import { fnv1a32 } from "../hash.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";

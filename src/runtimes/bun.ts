@@ -4,10 +4,11 @@
  * Bun's own types (tsconfig.bun.json, `npm run typecheck:bun`); everything it imports is the
  * runtime-free core.
  */
+import { assetReader } from "../map/static-files.ts";
 import { createGatewayServer, listenOptions, logListening, stopper } from "./server.ts";
 
 const settings = { ...Bun.env };
-const server = createGatewayServer(settings);
+const server = createGatewayServer(settings, { assets: assetReader((url) => Bun.file(url).bytes()) });
 const { port, hostname } = listenOptions(settings);
 const http = Bun.serve({ port, ...(hostname ? { hostname } : {}), fetch: server.fetch });
 // Bun types both as optional: they are undefined only on a unix socket, which this entry never asks for.

@@ -27,6 +27,7 @@ import {
 import { AppError, type ErrorInfo } from "../errors.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
+import { type ReadAsset, serveAsset } from "../map/static-files.ts";
 import { warmUp } from "../warmup.ts";
 import { processCache } from "./process-cache.ts";
 
@@ -57,6 +58,8 @@ export interface ServerOptions {
   log?: Logger;
   /** L2. Default: the runtime's Cache API (Deno); without one, or if it fails to open, a bounded memory cache. */
   cache?: ResponseCache;
+  /** The map's static files (`public/`), answered before the app as Workers Static Assets are. */
+  assets?: ReadAsset;
 }
 
 /** A wired server: hand `fetch` to the runtime's HTTP server, call `close` on shutdown. */
@@ -271,7 +274,8 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
   let closing: Promise<void> | undefined;
   return {
     deps,
-    fetch: async (request) => app.fetch(request, { deps }, executionCtx),
+    fetch: async (request) =>
+      (opts.assets && (await serveAsset(request, opts.assets))) || app.fetch(request, { deps }, executionCtx),
     close() {
       closing ??= (async () => {
         interval?.clear();

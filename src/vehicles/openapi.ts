@@ -269,6 +269,14 @@ export function buildOpenApiDocument(opts: { maxLimit: number }): object {
           },
         },
       },
+      "/map": {
+        get: {
+          operationId: "map",
+          summary: "Map of the vehicles, with the filters of /v1/vehicles as controls",
+          tags: ["meta"],
+          responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
+        },
+      },
     },
     components: {
       schemas: {

@@ -3,7 +3,8 @@
  * cached snapshot; they are never sent to the partner and never part of a shared cache key.
  */
 
-import { type Context, Hono } from "hono";
+import type { Context } from "hono";
+import { Hono } from "hono/tiny";
 import type { AppEnv } from "../app.ts";
 import { waitUntilOf } from "../app.ts";
 import type { Config } from "../config.ts";

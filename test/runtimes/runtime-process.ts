@@ -17,9 +17,9 @@ const bin = (name: string) => {
   const local = join(ROOT, "node_modules", ".bin", name);
   return existsSync(local) ? local : name;
 };
-/** As scripts/start-runtime.ts: Deno gets network and environment access only. */
+/** As scripts/start-runtime.ts: Deno gets network and environment access, and reads public/ only. */
 const COMMANDS: Record<Runtime, [string, string[]]> = {
-  deno: [bin("deno"), ["run", "--allow-net", "--allow-env", "src/runtimes/deno.ts"]],
+  deno: [bin("deno"), ["run", "--allow-net", "--allow-env", "--allow-read=public", "src/runtimes/deno.ts"]],
   bun: [bin("bun"), ["src/runtimes/bun.ts"]],
 };
 

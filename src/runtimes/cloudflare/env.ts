@@ -19,4 +19,6 @@ export interface Env {
   ALLOW_TIER_BYPASS?: string;
   WARMUP_INTERVAL_S?: string;
   LOG_REQUESTS?: string;
+  MAP_TILES_URL?: string;
+  MAP_TILES_ATTRIBUTION?: string;
 }

@@ -41,6 +41,7 @@ describe("buildOpenApiDocument", () => {
     expect(Object.keys(doc.paths).sort()).toEqual([
       "/docs",
       "/health",
+      "/map",
       "/openapi.json",
       "/v1/vehicles",
       "/v1/vehicles/{vin}",
@@ -48,7 +49,8 @@ describe("buildOpenApiDocument", () => {
     expect(Object.keys(doc.paths["/v1/vehicles"]).sort()).toEqual(["get", "head", "options"]);
     for (const item of Object.values(doc.paths) as Json[]) expect(item.options.responses["204"]).toBeDefined();
     expect(doc.paths["/v1/vehicles/{vin}"].get).toBeDefined();
-    for (const p of ["/health", "/openapi.json", "/docs"]) expect(doc.paths[p].get.responses["200"]).toBeDefined();
+    for (const p of ["/health", "/openapi.json", "/docs", "/map"])
+      expect(doc.paths[p].get.responses["200"]).toBeDefined();
   });
 
   it("the Vehicle schema is the allow-list: no fuelCardPin", () => {
