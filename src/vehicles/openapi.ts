@@ -274,6 +274,8 @@ export function buildOpenApiDocument(opts: { maxLimit: number }): object {
           operationId: "map",
           summary: "Map of the vehicles, with the filters of /v1/vehicles as controls",
           tags: ["meta"],
+          // The page itself is public; it asks for a key in the tab when the API needs one.
+          security: [],
           responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
         },
       },
