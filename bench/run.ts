@@ -60,10 +60,11 @@ if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
   process.exit(r.status ?? 1);
 }
 
-/** Durations in seconds. Full: about 3 minutes on the machine BENCHMARKS.md names. */
+/** Durations in seconds. Full: about 4 minutes per fleet size on the machine BENCHMARKS.md names. */
 const T = QUICK
   ? { warm: 0.3, run: 1, rounds: 1, latency: 1, sustained: 8, connections: 8, rate: 500 }
-  : { warm: 0.5, run: 2.5, rounds: 3, latency: 4, sustained: 24, connections: 8, rate: 500 };
+  : // Several sizes: 2 s rounds instead of 2.5, so that three sizes stay well under 15 minutes.
+    { warm: 0.5, run: FLEETS.length > 1 ? 2 : 2.5, rounds: 3, latency: 4, sustained: 24, connections: 8, rate: 500 };
 /** Sustained run: short tokens and a short TTL, so the run spans several of each. */
 const SUSTAINED = { tokenTtlS: 6, vehiclesTtlS: 2, rate: 200 };
 const STAMPEDE = 500;
@@ -993,7 +994,7 @@ async function main(): Promise<void> {
     const missing = [20000, 50000, 2000].filter((n) => !FLEETS.includes(n));
     const note =
       `Load average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end; ${machine.pinned}. ` +
-      `Sizes: ${runs.map((r) => `${tagOf(r.size)} in ${f0(r.wallS)} s (load ${r.loadAtEnd})`).join("; ")}.` +
+      `Whole run ${f0((Date.now() - started.getTime()) / 1000)} s; sizes: ${runs.map((r) => `${tagOf(r.size)} in ${f0(r.wallS)} s (load ${r.loadAtEnd})`).join("; ")}.` +
       (missing.length ? ` Not measured: ${missing.map(tagOf).join(", ")} (targets at those sizes not evaluated).` : "");
 
     console.log(`\n${throughput.text}\n`);
