@@ -35,7 +35,7 @@ import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startSandbox } from "../sandbox/index.ts";
-import { gatewayBindings, load, median, PIN } from "./run.ts";
+import { gatewayBindings, load, median, PIN, partnerCap } from "./run.ts";
 import { fleetArg } from "./snapshot-memory.ts";
 import { type Bundle, buildGateway, startWorkerd } from "./workerd.ts";
 
@@ -90,10 +90,18 @@ export interface CallCost {
   calls: number;
   /** Partner requests during the measurement (the object serves its snapshot: expect 0 or 1 per TTL). */
   partnerRequests: number;
+  /** PARTNER_MAX_BYTES of this run when the default could not hold the partner's body. */
+  partnerMaxBytes: number | undefined;
 }
 
-async function measureSize(bundle: Bundle, size: number): Promise<CallCost> {
+async function measureSize(bundle: Bundle, size: number): Promise<CallCost | { size: number; error: string }> {
   const sb = await startSandbox({ port: 0, host: "127.0.0.1", fleetSize: size, seed: 1, tickMs: 0 });
+  const cap = partnerCap(sb);
+  if (cap.maxBytes !== undefined)
+    console.log(
+      `  ${size.toLocaleString("en").padStart(6)} vehicles: the partner body (${(cap.bodyBytes / 1e6).toFixed(1)} MB) is over ` +
+        `the default PARTNER_MAX_BYTES (${(cap.defaultMaxBytes / 1e6).toFixed(1)} MB): run with ${(cap.maxBytes / 1e6).toFixed(1)} MB`,
+    );
   // A TTL longer than the run: every call is served from the object's snapshot, no partner fetch.
   const w = await startWorkerd({
     bundle,
@@ -103,8 +111,13 @@ async function measureSize(bundle: Bundle, size: number): Promise<CallCost> {
   try {
     const probe = w.urls.probe!;
     const first = await fetch(`${probe}/call?bytes=1`, { signal: AbortSignal.timeout(60_000) });
-    const { ok, bytes } = (await first.json()) as { ok: boolean; bytes: number };
-    if (!ok) throw new Error(`the object answered no snapshot at ${size} vehicles (status ${first.status})`);
+    const { ok, bytes, error } = (await first.json()) as { ok: boolean; bytes: number; error?: string };
+    if (!ok) {
+      console.log(
+        `  ${size.toLocaleString("en").padStart(6)} vehicles: the object has no snapshot (${error}): left out`,
+      );
+      return { size, error: error ?? "unknown" };
+    }
     // Warm-up (JIT of both ends).
     await load({ url: `${probe}/call`, connections: 1, durationS: QUICK ? 0.5 : 1 });
     sb.resetCounters();
@@ -137,6 +150,7 @@ async function measureSize(bundle: Bundle, size: number): Promise<CallCost> {
       p50Ms: median(p50),
       calls,
       partnerRequests: sb.counters().vehicles.total,
+      partnerMaxBytes: cap.maxBytes,
     };
     console.log(
       `  ${size.toLocaleString("en").padStart(6)} vehicles: ${(bytes / 1e6).toFixed(2)} MB per call, ` +
@@ -235,7 +249,12 @@ async function main(): Promise<void> {
   try {
     const bundle = await buildGateway(outdir);
     const costs: CallCost[] = [];
-    for (const size of FLEETS) costs.push(await measureSize(bundle, size));
+    const failed: { size: number; error: string }[] = [];
+    for (const size of FLEETS) {
+      const c = await measureSize(bundle, size);
+      if ("error" in c) failed.push(c);
+      else costs.push(c);
+    }
     const rows = fanout(costs, DCS, TTL_S, UPPER_TIERS);
     const md = fanoutMarkdown(rows, TTL_S, UPPER_TIERS);
     const loadAtEnd = spawnSync("uptime", [], { encoding: "utf8" })
@@ -244,13 +263,16 @@ async function main(): Promise<void> {
     const note =
       `TTL ${TTL_S} s; upper tiers assumed: ${UPPER_TIERS}; one call measured in workerd ` +
       `(${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} cores, load ${loadAtStart} at start, ${loadAtEnd} at end), ` +
-      `both ends of the RPC in one process; object method \`${METHOD}\`.`;
+      `both ends of the RPC in one process; object method \`${METHOD}\`.` +
+      failed
+        .map((f) => ` At ${f.size.toLocaleString("en")} vehicles the object had no snapshot (\`${f.error}\`).`)
+        .join("");
     console.log(`\n${md}\n\n${note}`);
     const dir = join(ROOT, "bench/results");
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       join(dir, "fanout.json"),
-      `${JSON.stringify({ startedAt: started.toISOString(), quick: QUICK, ttlS: TTL_S, upperTiers: UPPER_TIERS, method: METHOD, loadAtStart, loadAtEnd, costs, rows }, null, 2)}\n`,
+      `${JSON.stringify({ startedAt: started.toISOString(), quick: QUICK, ttlS: TTL_S, upperTiers: UPPER_TIERS, method: METHOD, loadAtStart, loadAtEnd, costs, failed, rows }, null, 2)}\n`,
     );
     writeFileSync(join(dir, "fanout.md"), `${md}\n\n${note}\n`);
     console.log("wrote bench/results/fanout.json and fanout.md");

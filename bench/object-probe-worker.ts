@@ -49,9 +49,11 @@ export default {
     if (url.pathname !== "/call") return new Response("not found", { status: 404 });
     const method = env.METHOD ?? "getSnapshot";
     const stub = env.GATEWAY.getByName(GATEWAY_NAME);
-    const result = (await stub[method]!()) as { ok?: boolean } | undefined;
+    const result = (await stub[method]!()) as { ok?: boolean; error?: { code?: string } } | undefined;
     const ok = result?.ok !== false;
-    const body = url.searchParams.has("bytes") ? { ok, bytes: payloadBytes(result) } : { ok };
+    // The error's code only (stable, never a secret): why the object had no snapshot.
+    const error = ok ? undefined : String(result?.error?.code ?? "unknown");
+    const body = url.searchParams.has("bytes") ? { ok, error, bytes: payloadBytes(result) } : { ok, error };
     return new Response(JSON.stringify(body), { status: ok ? 200 : 502 });
   },
 };
