@@ -386,10 +386,13 @@ async function isolateCounters(gateway: string): Promise<Record<string, number> 
 export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
   const w = await startWorkerd({ bundle, gatewayBindings: gatewayBindings(sb) });
   let rssPeak = residentMemory(w.pid).rss;
+  // Also sampled: a workerd stopped by the limit below has no /proc entry left to read at the end.
+  let hwm = 0;
   let aborted: string | undefined;
   const sampler = setInterval(() => {
-    const { rss } = residentMemory(w.pid);
+    const { rss, hwm: h } = residentMemory(w.pid);
     rssPeak = Math.max(rssPeak, rss);
+    hwm = Math.max(hwm, h);
     if (rss > RSS_LIMIT_BYTES && !aborted) {
       aborted = `workerd stopped at ${(rss / 2 ** 20).toFixed(0)} MiB resident (limit ${(RSS_LIMIT_BYTES / 2 ** 20).toFixed(0)} MiB, BENCH_RSS_LIMIT_MB)`;
       process.kill(w.pid, "SIGKILL");
@@ -414,7 +417,7 @@ export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
       partnerRequests: c.vehicles.total,
       serverCpuS: aborted ? Number.NaN : w.cpuSeconds() - cpu0,
       rssPeakBytes: Math.max(rssPeak, mem.rss),
-      hwmBytes: mem.hwm,
+      hwmBytes: Math.max(hwm, mem.hwm),
       ...(aborted ? { aborted } : {}),
       isolate: aborted ? undefined : await isolateCounters(w.urls.gateway),
       failures: r.failures,
