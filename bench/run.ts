@@ -698,8 +698,10 @@ const tagOf = (size: number) => size.toLocaleString("en");
 
 function table(head: string[], rows: string[][]): { text: string; md: string } {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // Numbers right-aligned, words (goals, figures with their verdict) left-aligned.
+  const numeric = (c: string) => /^[\d.,\s/x%µs-]*$/.test(c) || c === "n/a";
   const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+    cells.map((c, i) => (i === 0 || !numeric(c) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   const text = [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
   const md = [
     `| ${head.join(" | ")} |`,
