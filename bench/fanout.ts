@@ -97,7 +97,7 @@ async function measureSize(bundle: Bundle, size: number): Promise<CallCost | { s
     const { ok, bytes, error } = (await first.json()) as { ok: boolean; bytes: number; error?: string };
     if (!ok) {
       console.log(
-        `  ${size.toLocaleString("en").padStart(6)} vehicles: the object has no snapshot (${error}): left out`,
+        `  ${size.toLocaleString("en").padStart(6)} vehicles: no snapshot from the object (${error}): left out`,
       );
       return { size, error: error ?? "unknown" };
     }
@@ -176,7 +176,7 @@ async function main(): Promise<void> {
       `(${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} cores, load ${loadAtStart} at start, ${loadAtEnd} at end), ` +
       `both ends of the RPC in one process; object method \`${METHOD}\`.` +
       failed
-        .map((f) => ` At ${f.size.toLocaleString("en")} vehicles the object had no snapshot (\`${f.error}\`).`)
+        .map((f) => ` At ${f.size.toLocaleString("en")} vehicles the object gave no snapshot (\`${f.error}\`).`)
         .join("");
     console.log(`\n${md}\n\n${note}`);
     const dir = join(ROOT, "bench/results");
