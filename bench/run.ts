@@ -1,9 +1,11 @@
 /// <reference types="node" />
 /**
  * `npm run bench`: the gateway beside the runtime's own limit and beside a naive proxy, on
- * loopback only, bounded in time (about three minutes; `--quick` for a short check of the
- * harness). Prints a table, PASS/MISS against the targets, and writes bench/results/latest.json
- * (and latest.md, the table for BENCHMARKS.md).
+ * loopback only, at every fleet size asked for (`--fleet 2000,20000,50000`, the default; each
+ * size gets a fresh partner sandbox with that fleet and a fresh workerd), bounded in time (about
+ * 4 minutes per size; `--quick` for a short check of the harness, at 2,000 vehicles unless
+ * `--fleet` says otherwise). Prints the sizes side by side, PASS/MISS against the targets of
+ * issue 10, and writes bench/results/latest.json and latest.md (the tables for BENCHMARKS.md).
  *
  * Set-up: the partner sandbox in this process; workerd driven through Miniflare as a library,
  * the gateway bundled exactly as `wrangler deploy` would upload it, each Worker on its own direct
@@ -14,26 +16,41 @@
  * again, so a noisy neighbour hurts every case alike) and the median round is reported; latency
  * is measured separately at a fixed rate, below saturation (a saturated workerd only shows its
  * queue). workerd's CPU time per request is read from /proc (the whole process: HTTP, the
- * runtime, the handler, the Cache API and the Durable Object, mean over each run).
+ * runtime, the handler, the Cache API and the Durable Object, mean over each run). The cold
+ * stampede samples workerd's resident memory (/proc/<pid>/status) and reads the isolate's
+ * counters from /health afterwards. The memory of one loaded snapshot is measured in Node
+ * (bench/snapshot-memory.ts, a child process per size).
  */
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Sandbox, startSandbox } from "../sandbox/index.ts";
+import { DEFAULTS } from "../src/config.ts";
+import { MAX_RADIUS_M } from "../src/vehicles/query.ts";
 import type { CpuFigure } from "./cpu.ts";
 import { BBOX, NEAR } from "./cpu.ts";
 import type { LoadResult, LoadSpec } from "./load.ts";
+import { fleetArg, type SnapshotMemory } from "./snapshot-memory.ts";
 import { type Bundle, buildGateway, startWorkerd, type Workerd } from "./workerd.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const QUICK = process.argv.includes("--quick");
+/** Fleet sizes, each measured on its own sandbox and workerd. */
+const FLEETS = fleetArg(process.argv, QUICK ? [2000] : [2000, 20000, 50000]);
+/**
+ * A cold stampede that drives workerd's resident memory past this is stopped (workerd killed) and
+ * reported as such: the machine is shared, and the issue measured 5.6 GiB at 20,000 vehicles.
+ * BENCH_RSS_LIMIT_MB overrides it (default: 40 % of RAM, at most 8 GiB).
+ */
+const RSS_LIMIT_BYTES =
+  Number(process.env.BENCH_RSS_LIMIT_MB ?? 0) * 2 ** 20 || Math.min(8 * 2 ** 30, Math.floor(totalmem() * 0.4));
 
 // ---- Pinning: re-run this script on core 0; load children go to core 1. ----
 const NCPU = cpus().length;
 const HAS_TASKSET = process.platform === "linux" && spawnSync("taskset", ["-V"]).status === 0;
-const PIN = HAS_TASKSET && NCPU >= 2;
+export const PIN = HAS_TASKSET && NCPU >= 2;
 if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
   // (Node's stripTypeScriptTypes, used for the two bench Workers, warns that it is experimental.)
   const node = [process.execPath, "--disable-warning=ExperimentalWarning", fileURLToPath(import.meta.url)];
@@ -44,10 +61,11 @@ if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
   process.exit(r.status ?? 1);
 }
 
-/** Durations in seconds. Full: about 3 minutes on the machine BENCHMARKS.md names. */
+/** Durations in seconds. Full: about 4 minutes per fleet size on the machine BENCHMARKS.md names. */
 const T = QUICK
   ? { warm: 0.3, run: 1, rounds: 1, latency: 1, sustained: 8, connections: 8, rate: 500 }
-  : { warm: 0.5, run: 2.5, rounds: 3, latency: 4, sustained: 24, connections: 8, rate: 500 };
+  : // Several sizes: 2 s rounds instead of 2.5, so that three sizes stay well under 15 minutes.
+    { warm: 0.5, run: FLEETS.length > 1 ? 2 : 2.5, rounds: 3, latency: 4, sustained: 24, connections: 8, rate: 500 };
 /** Sustained run: short tokens and a short TTL, so the run spans several of each. */
 const SUSTAINED = { tokenTtlS: 6, vehiclesTtlS: 2, rate: 200 };
 const STAMPEDE = 500;
@@ -64,7 +82,7 @@ function loadAverage(): string {
 }
 
 /** One run of bench/load.ts in a child process (on core 1 when pinning), bounded in time. */
-function load(spec: LoadSpec): Promise<LoadResult> {
+export function load(spec: LoadSpec): Promise<LoadResult> {
   const script = join(ROOT, "bench/load.ts");
   const [cmd, args] = PIN
     ? ["taskset", ["-c", "1", process.execPath, script, JSON.stringify(spec)]]
@@ -105,13 +123,46 @@ function cpuBench(): Promise<CpuFigure[]> {
   });
 }
 
-const median = (xs: number[]): number => {
+export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length === 0 ? Number.NaN : (s[Math.floor((s.length - 1) / 2)] as number);
 };
 
-function gatewayBindings(sb: Sandbox, extra: Record<string, string> = {}): Record<string, string> {
+export interface PartnerCap {
+  /** Bytes of the partner's vehicles body at this fleet size (the sandbox's fleet as served). */
+  bodyBytes: number;
+  /** The gateway's default PARTNER_MAX_BYTES (src/config.ts). */
+  defaultMaxBytes: number;
+  /** PARTNER_MAX_BYTES set for this run, when the default does not hold the body (or BENCH_PARTNER_MAX_BYTES). */
+  maxBytes: number | undefined;
+}
+
+const caps = new WeakMap<Sandbox, PartnerCap>();
+
+/**
+ * Whether the partner's body at this fleet size fits the gateway's default byte cap. When it does
+ * not (the sandbox's 50,000 vehicles are about 22 MB, the default cap 16 MiB), the bench raises
+ * PARTNER_MAX_BYTES for the run so that the size can be measured at all, and reports the miss as a
+ * figure of its own. BENCH_PARTNER_MAX_BYTES sets it explicitly.
+ */
+export function partnerCap(sb: Sandbox): PartnerCap {
+  let cap = caps.get(sb);
+  if (!cap) {
+    const bodyBytes = Buffer.byteLength(JSON.stringify(sb.fleet()));
+    const defaultMaxBytes = Number((DEFAULTS as Record<string, unknown>).PARTNER_MAX_BYTES ?? Number.NaN);
+    const explicit = Number(process.env.BENCH_PARTNER_MAX_BYTES ?? 0);
+    const raised = Math.min(100 * 2 ** 20, Math.ceil((bodyBytes * 1.25) / 2 ** 20) * 2 ** 20);
+    const maxBytes = explicit > 0 ? explicit : bodyBytes < defaultMaxBytes ? undefined : raised;
+    cap = { bodyBytes, defaultMaxBytes, maxBytes };
+    caps.set(sb, cap);
+  }
+  return cap;
+}
+
+export function gatewayBindings(sb: Sandbox, extra: Record<string, string> = {}): Record<string, string> {
+  const { maxBytes } = partnerCap(sb);
   return {
+    ...(maxBytes === undefined ? {} : { PARTNER_MAX_BYTES: String(maxBytes) }),
     PARTNER_TOKEN_URL: sb.tokenUrl,
     PARTNER_API_URL: sb.apiUrl,
     PARTNER_CLIENT_ID: sb.clients.post.id,
@@ -267,9 +318,13 @@ async function checkCases(cases: Case[]): Promise<void> {
     // Twice: the first request may fill a tier.
     await (await fetch(c.url, { headers: c.headers ?? {} })).arrayBuffer();
     const res = await fetch(c.url, { headers: c.headers ?? {} });
-    await res.arrayBuffer();
+    const text = await res.text();
     const status = res.headers.get("cache-status") ?? "";
-    if (res.status !== 200) throw new Error(`${c.label}: status ${res.status}`);
+    if (res.status !== 200) {
+      // A problem answer's stable code says why (RFC 9457; never a secret).
+      const code = /"code"\s*:\s*"([^"]+)"/.exec(text)?.[1] ?? "";
+      throw new Error(`${c.label}: status ${res.status}${code ? ` (${code})` : ""}`);
+    }
     if (c.expect && !c.expect.test(status)) throw new Error(`${c.label}: Cache-Status "${status}" not ${c.expect}`);
   }
 }
@@ -287,17 +342,69 @@ interface Stampede {
   tokenRequests: number;
   partnerRequests: number;
   serverCpuS: number;
+  /** workerd's resident memory: the highest VmRSS sampled (every 50 ms) during the stampede, bytes. */
+  rssPeakBytes: number;
+  /** workerd's VmHWM at the end: the peak resident memory of the process's life (it started cold). */
+  hwmBytes: number;
+  /** Set when workerd went past RSS_LIMIT_BYTES and was stopped. */
+  aborted?: string;
+  /**
+   * The numeric counters of the isolate that answered /health after the stampede (`isolate` in
+   * /health: today memoryHits, cacheHits, gatewayCalls, ...; `cacheReads` and `fills` once the
+   * gateway reports them). Locally all requests of one Worker run in one isolate.
+   */
+  isolate: Record<string, number> | undefined;
   failures: LoadResult["failures"];
   notices: string[];
 }
 
+/** VmRSS and VmHWM of a process, bytes (0 when it is gone). */
+export function residentMemory(pid: number): { rss: number; hwm: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+    return { rss: kb("VmRSS"), hwm: kb("VmHWM") };
+  } catch {
+    return { rss: 0, hwm: 0 };
+  }
+}
+
+/** The numeric members of /health's `isolate`, or undefined when /health does not answer with them. */
+async function isolateCounters(gateway: string): Promise<Record<string, number> | undefined> {
+  try {
+    const res = await fetch(`${gateway}/health`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await res.json()) as { isolate?: Record<string, unknown> };
+    if (!body.isolate || typeof body.isolate !== "object") return undefined;
+    return Object.fromEntries(
+      Object.entries(body.isolate).filter((e): e is [string, number] => typeof e[1] === "number"),
+    );
+  } catch {
+    return undefined;
+  }
+}
+
 export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
   const w = await startWorkerd({ bundle, gatewayBindings: gatewayBindings(sb) });
+  let rssPeak = residentMemory(w.pid).rss;
+  // Also sampled: a workerd stopped by the limit below has no /proc entry left to read at the end.
+  let hwm = 0;
+  let aborted: string | undefined;
+  const sampler = setInterval(() => {
+    const { rss, hwm: h } = residentMemory(w.pid);
+    rssPeak = Math.max(rssPeak, rss);
+    hwm = Math.max(hwm, h);
+    if (rss > RSS_LIMIT_BYTES && !aborted) {
+      aborted = `workerd stopped at ${(rss / 2 ** 20).toFixed(0)} MiB resident (limit ${(RSS_LIMIT_BYTES / 2 ** 20).toFixed(0)} MiB, BENCH_RSS_LIMIT_MB)`;
+      process.kill(w.pid, "SIGKILL");
+    }
+  }, 50);
   try {
     sb.resetCounters();
     const cpu0 = w.cpuSeconds();
     const r = await load({ url: `${w.urls.gateway}/v1/vehicles`, connections: STAMPEDE, burst: true, timeoutS: 30 });
+    clearInterval(sampler);
     const c = sb.counters();
+    const mem = residentMemory(w.pid);
     return {
       requests: r.requests,
       ok: r.ok,
@@ -308,12 +415,17 @@ export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
       durationS: r.durationS,
       tokenRequests: c.token.total,
       partnerRequests: c.vehicles.total,
-      serverCpuS: w.cpuSeconds() - cpu0,
+      serverCpuS: aborted ? Number.NaN : w.cpuSeconds() - cpu0,
+      rssPeakBytes: Math.max(rssPeak, mem.rss),
+      hwmBytes: Math.max(hwm, mem.hwm),
+      ...(aborted ? { aborted } : {}),
+      isolate: aborted ? undefined : await isolateCounters(w.urls.gateway),
       failures: r.failures,
       notices: w.notices().map((n) => n.line),
     };
   } finally {
-    await w.dispose();
+    clearInterval(sampler);
+    await w.dispose().catch(() => {});
   }
 }
 
@@ -411,67 +523,59 @@ export async function sustained(bundle: Bundle, sb: Sandbox): Promise<Sustained>
   }
 }
 
-// ---- Output ----
+// ---- Snapshot memory (Node, a child process per size) ----
 
-const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "n/a");
-const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
-const ms = (x: number) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : "n/a");
-
-function table(head: string[], rows: string[][]): { text: string; md: string } {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
-  const text = [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
-  const md = [
-    `| ${head.join(" | ")} |`,
-    `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
-    ...rows.map((r) => `| ${r.join(" | ")} |`),
-  ].join("\n");
-  return { text, md };
+function snapshotMemory(size: number): Promise<SnapshotMemory | undefined> {
+  const script = join(ROOT, "bench/snapshot-memory.ts");
+  const node = [process.execPath, "--expose-gc", "--disable-warning=ExperimentalWarning", script];
+  const [cmd, args] = PIN ? ["taskset", ["-c", "1", ...node]] : [node[0]!, node.slice(1)];
+  return new Promise((resolve) => {
+    const child = spawn(cmd, [...(args as string[]), "--fleet", String(size), "--json"], {
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve((JSON.parse(out) as SnapshotMemory[])[0]);
+      else {
+        console.log(`  bench/snapshot-memory.ts failed at ${size} (exit ${code}): figure left out`);
+        resolve(undefined);
+      }
+    });
+  });
 }
 
-interface Target {
-  name: string;
-  goal: string;
-  value: string;
-  pass: boolean;
+// ---- One fleet size ----
+
+interface SizeRun {
+  size: number;
+  /** Bytes of the full page (`GET /v1/vehicles`, limit = VEHICLES_MAX_LIMIT). */
+  fullPageBytes: number;
+  cases: CaseResult[];
+  stampede: Stampede;
+  sustained: Sustained;
+  memory: SnapshotMemory | undefined;
+  cap: PartnerCap;
+  wallS: number;
+  loadAtEnd: string;
 }
 
-// ---- Main ----
+const MAX_LIMIT = 5000;
 
-async function main(): Promise<void> {
-  const started = new Date();
-  const machine = {
-    nproc: NCPU,
-    cpu: cpus()[0]?.model ?? "unknown",
-    lscpu: sh("lscpu", []).split("\n").slice(0, 10).join("\n"),
-    loadAtStart: loadAverage(),
-    loadAtEnd: "",
-    pinned: PIN
-      ? "bench + workerd + sandbox on core 0, load generator on core 1"
-      : "not pinned (no taskset or one core)",
-    node: process.version,
-  };
-  const git = {
-    commit: sh("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]),
-    dirtySrc: sh("git", ["-C", ROOT, "status", "--porcelain", "src", "wrangler.toml"]).split("\n").filter(Boolean),
-  };
-  console.log(
-    `bench ${QUICK ? "(quick) " : ""}on ${machine.nproc} cores, load ${machine.loadAtStart}; ${machine.pinned}`,
-  );
-
-  const outdir = mkdtempSync(join(tmpdir(), "sharenow-bench-"));
-  let sb: Sandbox | undefined;
+/** A fresh sandbox with `size` vehicles, the cases, then the stampede and the sustained run. */
+async function runSize(bundle: Bundle, size: number): Promise<SizeRun> {
+  const t0 = performance.now();
+  const tag = size.toLocaleString("en");
+  console.log(`\n== ${tag} vehicles ==`);
+  console.log("snapshot memory (bench/snapshot-memory.ts, Node --expose-gc)...");
+  const memory = await snapshotMemory(size);
+  const sb = await startSandbox({ port: 0, host: "127.0.0.1", fleetSize: size, seed: 1, tickMs: 0 });
   let w: Workerd | undefined;
   try {
-    console.log("building the gateway bundle (wrangler deploy --dry-run)...");
-    const bundle = await buildGateway(outdir);
-    console.log(`  ${bundle.wranglerLine}; gzip -9 ${(bundle.gzipBytes / 1024).toFixed(1)} KiB`);
-
-    console.log("CPU of the pure parts (bench/cpu.ts)...");
-    const cpuFigures = await cpuBench();
-
-    sb = await startSandbox({ port: 0, host: "127.0.0.1", fleetSize: 2000, seed: 1, tickMs: 0 });
     w = await startWorkerd({
       bundle,
       gatewayBindings: gatewayBindings(sb),
@@ -486,7 +590,7 @@ async function main(): Promise<void> {
     });
     const g = w.urls.gateway;
     const b = w.urls.baseline!;
-    // The baseline serves exactly the bytes the gateway serves: the full fleet, and one vehicle.
+    // The baseline serves exactly the bytes the gateway serves: the full page, and one vehicle.
     const fullBody = await (await fetch(`${g}/v1/vehicles`)).text();
     const vin = (JSON.parse(fullBody) as { vehicles: { vin: string }[] }).vehicles[0]!.vin;
     const vinBody = await (await fetch(`${g}/v1/vehicles/${vin}`)).text();
@@ -502,7 +606,7 @@ async function main(): Promise<void> {
       if (got !== body) throw new Error(`baseline ${path} differs from the gateway's answer`);
     }
 
-    const memory = /^gateway-memory; hit/;
+    const memoryTier = /^gateway-memory; hit/;
     const cache = { headers: { "x-gateway-bypass": "memory" }, expect: /^gateway-cache; hit/ };
     const object = { headers: { "x-gateway-bypass": "memory,cache" }, expect: /^gateway-object/ };
     const cases: Case[] = [
@@ -520,13 +624,28 @@ async function main(): Promise<void> {
         url: `${b}/full/cache`,
         profile: true,
       },
-      { id: "memory-full", label: "memory: full fleet", url: `${g}/v1/vehicles`, expect: memory },
-      { id: "memory-bbox", label: "memory: bbox", url: `${g}/v1/vehicles?bbox=${BBOX}`, expect: memory },
-      { id: "memory-near", label: "memory: near, 1.5 km", url: `${g}/v1/vehicles?${NEAR}`, expect: memory },
-      { id: "memory-vin", label: "memory: /v1/vehicles/{vin}", url: `${g}/v1/vehicles/${vin}`, expect: memory },
-      { id: "cache-full", label: "Cache API: full fleet", url: `${g}/v1/vehicles`, ...cache },
+      { id: "memory-full", label: "memory: full page", url: `${g}/v1/vehicles`, expect: memoryTier },
+      { id: "memory-bbox", label: "memory: bbox", url: `${g}/v1/vehicles?bbox=${BBOX}`, expect: memoryTier },
+      { id: "memory-near", label: "memory: near, 1.5 km", url: `${g}/v1/vehicles?${NEAR}`, expect: memoryTier },
+      { id: "memory-vin", label: "memory: /v1/vehicles/{vin}", url: `${g}/v1/vehicles/${vin}`, expect: memoryTier },
+      // Candidates for the most expensive query (issue 10 item 4): each selects as much as a query can.
+      {
+        id: "query-near-max",
+        label: `· memory: near, radius ${MAX_RADIUS_M / 1000} km, limit=${MAX_LIMIT}`,
+        url: `${g}/v1/vehicles?near=52.52,13.405&radius=${MAX_RADIUS_M}&limit=${MAX_LIMIT}`,
+        expect: memoryTier,
+        profile: true,
+      },
+      {
+        id: "query-bbox-world",
+        label: `· memory: bbox of the world, limit=${MAX_LIMIT}`,
+        url: `${g}/v1/vehicles?bbox=-180,-90,180,90&limit=${MAX_LIMIT}`,
+        expect: memoryTier,
+        profile: true,
+      },
+      { id: "cache-full", label: "Cache API: full page", url: `${g}/v1/vehicles`, ...cache },
       { id: "cache-vin", label: "· Cache API: one vehicle", url: `${g}/v1/vehicles/${vin}`, ...cache, profile: true },
-      { id: "object-full", label: "Durable Object: full fleet", url: `${g}/v1/vehicles`, ...object },
+      { id: "object-full", label: "Durable Object: full page", url: `${g}/v1/vehicles`, ...object },
       {
         id: "object-vin",
         label: "· Durable Object: one vehicle",
@@ -544,148 +663,386 @@ async function main(): Promise<void> {
 
     console.log(`stampede: ${STAMPEDE} concurrent requests on a cold start...`);
     const st = await stampede(bundle, sb);
+    if (st.aborted) console.log(`  ${st.aborted}`);
     console.log(
       `sustained: ${SUSTAINED.rate} req/s for ${T.sustained} s, tokens of ${SUSTAINED.tokenTtlS} s, TTL ${SUSTAINED.vehiclesTtlS} s...`,
     );
     const su = await sustained(bundle, sb);
+    const wallS = (performance.now() - t0) / 1000;
+    console.log(`${tag} vehicles done in ${wallS.toFixed(0)} s`);
+    return {
+      size,
+      fullPageBytes: fullBody.length,
+      cases: results,
+      stampede: st,
+      sustained: su,
+      memory,
+      cap: partnerCap(sb),
+      wallS,
+      loadAtEnd: loadAverage(),
+    };
+  } finally {
+    await w?.dispose().catch(() => {});
+    await sb.close().catch(() => {});
+  }
+}
+
+// ---- Output ----
+
+const f0 = (x: number) => (Number.isFinite(x) ? x.toFixed(0) : "n/a");
+const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : "n/a");
+const ms = (x: number) => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) : x.toFixed(1)) : "n/a");
+const mb = (bytes: number) => (Number.isFinite(bytes) ? `${(bytes / 1e6).toFixed(1)} MB` : "n/a");
+const kb = (bytes: number) => (bytes >= 1e6 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(0)} KB`);
+const tagOf = (size: number) => size.toLocaleString("en");
+
+function table(head: string[], rows: string[][]): { text: string; md: string } {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  // Numbers right-aligned, words (goals, figures with their verdict) left-aligned.
+  const numeric = (c: string) => /^[\d.,\s/x%µs-]*$/.test(c) || c === "n/a";
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 || !numeric(c) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+  const text = [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+  const md = [
+    `| ${head.join(" | ")} |`,
+    `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+  ].join("\n");
+  return { text, md };
+}
+
+interface Target {
+  name: string;
+  goal: string;
+  value: string;
+  pass: boolean;
+}
+
+/** One figure of issue 10 at one size: its value, and PASS/MISS where the target applies (null: no target there). */
+interface SizeFigure {
+  value: string;
+  pass: boolean | null;
+}
+
+interface SizeTarget {
+  name: string;
+  goal: string;
+  bySize: Record<number, SizeFigure>;
+}
+
+const NO_COUNTER = "n/a";
+
+/** The figures of issue 10's targets table (and the count targets), at one size. */
+function sizeFigures(run: SizeRun): { name: string; goal: string; fig: SizeFigure }[] {
+  const { size, stampede: st, sustained: su } = run;
+  const byId = (id: string) => run.cases.find((r) => r.id === id)!;
+  const cpuOf = (id: string) => byId(id).serverCpuUs;
+  const at20k = size === 20000;
+  const out: { name: string; goal: string; fig: SizeFigure }[] = [];
+  const add = (name: string, goal: string, value: string, pass: boolean | null) =>
+    out.push({ name, goal, fig: { value, pass } });
+
+  const { cap } = run;
+  add(
+    "partner body fits the default PARTNER_MAX_BYTES",
+    "fits (every size)",
+    `${mb(cap.bodyBytes)} vs ${mb(cap.defaultMaxBytes)}${cap.maxBytes === undefined ? "" : ` (run with ${mb(cap.maxBytes)})`}`,
+    cap.bodyBytes < cap.defaultMaxBytes,
+  );
+  const answered = `${st.ok}/${STAMPEDE} answered, p99 ${ms(st.p99 / 1000)} s${st.aborted ? " (workerd stopped: memory)" : ""}`;
+  add(
+    "cold stampede, 500 concurrent",
+    "500/500, p99 < 2 s (at 20,000)",
+    answered,
+    at20k ? st.ok === STAMPEDE && st.p99 < 2000 : null,
+  );
+  const counter = (k: string) => (st.isolate && k in st.isolate ? String(st.isolate[k]) : NO_COUNTER);
+  const calls = st.isolate?.gatewayCalls;
+  const fills = st.isolate?.fills;
+  add(
+    "object calls per isolate in the stampede (/health)",
+    "1 call, and 1 L1 build where counted (every size)",
+    `gatewayCalls ${counter("gatewayCalls")}, cacheReads ${counter("cacheReads")}, fills ${counter("fills")}`,
+    calls === undefined ? null : calls === 1 && (fills === undefined || fills === 1),
+  );
+  const fillObject = (cpuOf("object-vin") - cpuOf("memory-vin")) / 1000;
+  const fillCache = (cpuOf("cache-vin") - cpuOf("memory-vin")) / 1000;
+  add(
+    "an isolate's first request (L1 fill) from the object, CPU",
+    "< 10 ms (at 20,000)",
+    `${ms(fillObject)} ms`,
+    at20k ? fillObject < 10 : null,
+  );
+  add(
+    "an isolate's first request (L1 fill) from the Cache API, CPU",
+    "< 10 ms (at 20,000)",
+    `${ms(fillCache)} ms`,
+    at20k ? fillCache < 10 : null,
+  );
+  const m = run.memory;
+  const memLimit = size === 20000 ? 40e6 : size === 50000 ? 100e6 : undefined;
+  add(
+    "memory for one snapshot in an isolate (Node, V8 heap + off-heap)",
+    "< 40 MB at 20,000, < 100 MB at 50,000",
+    m
+      ? `${mb(m.totalBytes)} (heap ${mb(m.heapBytes)}, off-heap ${mb(m.externalBytes)}; load peak ${mb(m.peakBytes)})`
+      : "n/a",
+    memLimit !== undefined && m ? m.totalBytes < memLimit : null,
+  );
+  add(
+    "workerd resident memory in the cold stampede",
+    "< 1 GiB (at 20,000)",
+    `${(st.rssPeakBytes / 2 ** 20).toFixed(0)} MiB peak (VmHWM ${(st.hwmBytes / 2 ** 20).toFixed(0)} MiB)`,
+    at20k ? !st.aborted && Math.max(st.rssPeakBytes, st.hwmBytes) < 2 ** 30 : null,
+  );
+  const fullRatio = cpuOf("memory-full") / cpuOf("baseline");
+  add(
+    "full page from memory, CPU per request vs a bare Worker (same bytes)",
+    "<= 1.5 x (at 20,000)",
+    `${f2(fullRatio)} x (${f0(cpuOf("memory-full"))} vs ${f0(cpuOf("baseline"))} µs, ${kb(run.fullPageBytes)})`,
+    at20k ? fullRatio <= 1.5 : null,
+  );
+  const candidates = ["memory-full", "query-near-max", "query-bbox-world"].map(byId);
+  const worst = candidates.reduce((a, c) => (c.serverCpuUs > a.serverCpuUs ? c : a));
+  add(
+    "most expensive query (workerd CPU per request)",
+    "measured and stated (at 50,000)",
+    `${worst.label.replace(/^· /, "")}: ${f0(worst.serverCpuUs)} µs, ${kb(worst.bytes)} (of ${candidates
+      .map((c) => `${c.id.replace(/^(query|memory)-/, "")} ${f0(c.serverCpuUs)}`)
+      .join(", ")} µs)`,
+    null,
+  );
+  add(
+    "memory tier (full page) vs baseline, throughput",
+    ">= 0.9 x (at 2,000)",
+    `${f2(byId("memory-full").ratio)} x (CPU/req ${f2(cpuOf("baseline") / cpuOf("memory-full"))} x)`,
+    size === 2000 ? byId("memory-full").ratio >= 0.9 : null,
+  );
+  add(
+    "Cache API tier (full page) vs baseline, throughput",
+    ">= 0.5 x (at 2,000)",
+    `${f2(byId("cache-full").ratio)} x (bare Worker's Cache API hit ${f2(byId("baseline-cache").ratio)} x)`,
+    size === 2000 ? byId("cache-full").ratio >= 0.5 : null,
+  );
+  add(
+    "token requests: stampede",
+    "exactly 1 (every size)",
+    `${st.tokenRequests} for ${STAMPEDE} concurrent (${st.ok} ok)`,
+    st.tokenRequests === 1,
+  );
+  add("partner requests: stampede", "exactly 1 (every size)", `${st.partnerRequests}`, st.partnerRequests === 1);
+  const tokenMax = 1 + Math.ceil(su.durationS / (0.7 * su.tokenTtlS));
+  add(
+    "token requests: sustained",
+    `one per lifetime (renewed 20-30 % early: <= ${tokenMax})`,
+    `${su.tokenRequests} in ${f0(su.durationS)} s = ${f2(su.tokenPerLifetime)} per ${su.tokenTtlS} s; min interval ${f2(su.tokenIntervalMinS)} s`,
+    su.tokenRequests <= tokenMax && su.tokenIntervalMinS >= su.tokenTtlS / 2 && su.partner401 === 0,
+  );
+  add(
+    "partner requests: sustained",
+    "about 1 per TTL (<= 1.25)",
+    `${su.partnerRequests} in ${f0(su.durationS)} s = ${f2(su.partnerPerTtl)} per ${su.vehiclesTtlS} s TTL; ${su.errors} errors`,
+    su.partnerPerTtl <= 1.25 && su.partnerPerTtl >= 0.5 && su.errors === 0,
+  );
+  return out;
+}
+
+// ---- Main ----
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const machine = {
+    nproc: NCPU,
+    cpu: cpus()[0]?.model ?? "unknown",
+    lscpu: sh("lscpu", []).split("\n").slice(0, 10).join("\n"),
+    loadAtStart: loadAverage(),
+    loadAtEnd: "",
+    pinned: PIN
+      ? "bench + workerd + sandbox on core 0, load generator on core 1"
+      : "not pinned (no taskset or one core)",
+    node: process.version,
+    rssLimitMiB: Math.round(RSS_LIMIT_BYTES / 2 ** 20),
+  };
+  const git = {
+    commit: sh("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"]),
+    dirtySrc: sh("git", ["-C", ROOT, "status", "--porcelain", "src", "wrangler.toml"]).split("\n").filter(Boolean),
+  };
+  console.log(
+    `bench ${QUICK ? "(quick) " : ""}at ${FLEETS.map(tagOf).join(", ")} vehicles on ${machine.nproc} cores, ` +
+      `load ${machine.loadAtStart}; ${machine.pinned}`,
+  );
+
+  const outdir = mkdtempSync(join(tmpdir(), "sharenow-bench-"));
+  try {
+    console.log("building the gateway bundle (wrangler deploy --dry-run)...");
+    const bundle = await buildGateway(outdir);
+    console.log(`  ${bundle.wranglerLine}; gzip -9 ${(bundle.gzipBytes / 1024).toFixed(1)} KiB`);
+
+    console.log("CPU of the pure parts (bench/cpu.ts)...");
+    const cpuFigures = await cpuBench();
+
+    const runs: SizeRun[] = [];
+    // A size the gateway cannot serve (e.g. a partner body over PARTNER_MAX_BYTES) is reported, not fatal.
+    const failed: { size: number; error: string }[] = [];
+    for (const size of FLEETS) {
+      try {
+        runs.push(await runSize(bundle, size));
+      } catch (err) {
+        const error = err instanceof Error ? err.message : String(err);
+        failed.push({ size, error });
+        console.log(`${tagOf(size)} vehicles not measured: ${error}`);
+      }
+    }
     machine.loadAtEnd = loadAverage();
+    if (runs.length === 0) throw new Error("no fleet size could be measured");
 
-    // ---- Report ----
-    const byId = (id: string) => results.find((r) => r.id === id)!;
-    const head = [
-      "case",
-      "req/s",
-      "x base",
-      `p50 ms`,
-      `p99 ms`,
-      "at req/s",
-      "workerd CPU µs/req",
-      "1-core ceiling req/s",
-      "partner calls / client requests",
-    ];
-    const rows = results.map((r) => [
-      r.label,
-      f0(r.rps),
-      f2(r.ratio),
-      r.latency ? ms(r.latency.p50) : "",
-      r.latency ? ms(r.latency.p99) : "",
-      r.latency ? f0(r.latency.rate) : "",
-      f0(r.serverCpuUs),
-      f0(1e6 / r.serverCpuUs),
-      `${r.tokenRequests} tok + ${r.partnerRequests} api / ${r.requests} req`,
+    // ---- Report: the sizes side by side ----
+    const tags = runs.map((r) => tagOf(r.size));
+    const caseIds = runs[0]!.cases.map((c) => c.id);
+    const caseOf = (run: SizeRun, id: string) => run.cases.find((c) => c.id === id)!;
+
+    const throughputHead = ["case", ...tags.flatMap((t) => [`${t}: req/s`, "x base", "workerd CPU µs/req"])];
+    const throughputRows = caseIds.map((id) => [
+      caseOf(runs[0]!, id).label,
+      ...runs.flatMap((run) => {
+        const r = caseOf(run, id);
+        return [f0(r.rps), f2(r.ratio), f0(r.serverCpuUs)];
+      }),
     ]);
-    rows.push([
+    throughputRows.push([
       `stampede: ${STAMPEDE} at once, cold`,
-      f0(st.requests / st.durationS),
-      "",
-      ms(st.p50),
-      ms(st.p99),
-      "",
-      f0((st.serverCpuS / Math.max(1, st.requests)) * 1e6),
-      "",
-      `${st.tokenRequests} tok + ${st.partnerRequests} api / ${st.requests} req`,
+      ...runs.flatMap(({ stampede: st }) => [
+        f0(st.requests / st.durationS),
+        "",
+        f0((st.serverCpuS / Math.max(1, st.requests)) * 1e6),
+      ]),
     ]);
-    rows.push([
-      `sustained: ${su.rate}/s, ${f0(su.durationS)} s`,
-      f0(su.requests / su.durationS),
-      "",
-      ms(su.p50),
-      ms(su.p99),
-      f0(su.rate),
-      "",
-      "",
-      `${su.tokenRequests} tok + ${su.partnerRequests} api / ${su.requests} req`,
+    throughputRows.push([
+      `sustained: ${SUSTAINED.rate}/s, ${T.sustained} s`,
+      ...runs.flatMap(({ sustained: su }) => [f0(su.requests / su.durationS), "", ""]),
     ]);
-    const main = table(head, rows);
+    const throughput = table(throughputHead, throughputRows);
 
-    const cpuRows = cpuFigures.map((c) => [
-      c.name,
-      c.medianUs.toFixed(1),
-      `${c.minUs.toFixed(1)}–${c.maxUs.toFixed(1)}`,
-      c.note,
+    const latencyHead = [
+      "case",
+      ...tags.flatMap((t) => [`${t}: p50 / p99 ms`, "at req/s", "partner calls / requests"]),
+    ];
+    const latencyRows = caseIds
+      .filter((id) => !caseOf(runs[0]!, id).label.startsWith("·"))
+      .map((id) => [
+        caseOf(runs[0]!, id).label,
+        ...runs.flatMap((run) => {
+          const r = caseOf(run, id);
+          return [
+            r.latency ? `${ms(r.latency.p50)} / ${ms(r.latency.p99)}` : "",
+            r.latency ? f0(r.latency.rate) : "",
+            `${r.tokenRequests} tok + ${r.partnerRequests} api / ${r.requests}`,
+          ];
+        }),
+      ]);
+    latencyRows.push([
+      `stampede: ${STAMPEDE} at once, cold`,
+      ...runs.flatMap(({ stampede: st }) => [
+        `${ms(st.p50)} / ${ms(st.p99)}`,
+        "",
+        `${st.tokenRequests} tok + ${st.partnerRequests} api / ${st.requests}`,
+      ]),
     ]);
-    const cpuTable = table(["in-process CPU (Node, V8)", "median µs", "batch range µs", "what"], cpuRows);
+    latencyRows.push([
+      `sustained: ${SUSTAINED.rate}/s, ${T.sustained} s`,
+      ...runs.flatMap(({ sustained: su }) => [
+        `${ms(su.p50)} / ${ms(su.p99)}`,
+        f0(su.rate),
+        `${su.tokenRequests} tok + ${su.partnerRequests} api / ${su.requests}`,
+      ]),
+    ]);
+    const latency = table(latencyHead, latencyRows);
 
     // Where workerd's CPU goes, by difference between cases that differ in one step.
-    const cpuOf = (id: string) => byId(id).serverCpuUs;
     const nodeUs = (name: string) => cpuFigures.find((c) => c.name === name)?.medianUs ?? Number.NaN;
-    const profileRows: [string, number, string][] = [
-      ["bare Worker, one vehicle (the runtime's floor per request)", cpuOf("baseline-vin"), "baseline-vin"],
+    const profileLines: [string, string, (run: SizeRun) => number][] = [
+      ["bare Worker, one vehicle (the runtime's floor per request)", "baseline-vin", (r) => cpuOf(r, "baseline-vin")],
       [
         "gateway's own work for a small answer",
-        cpuOf("memory-vin") - cpuOf("baseline-vin"),
         "memory-vin − baseline-vin",
+        (r) => cpuOf(r, "memory-vin") - cpuOf(r, "baseline-vin"),
       ],
       [
-        "sending the full fleet (816 KB) from a bare Worker",
-        cpuOf("baseline") - cpuOf("baseline-vin"),
+        "sending the full page from a bare Worker",
         "baseline − baseline-vin",
+        (r) => cpuOf(r, "baseline") - cpuOf(r, "baseline-vin"),
       ],
-      ["gateway's extra for the full fleet", cpuOf("memory-full") - cpuOf("baseline"), "memory-full − baseline"],
+      [
+        "gateway's extra for the full page",
+        "memory-full − baseline",
+        (r) => cpuOf(r, "memory-full") - cpuOf(r, "baseline"),
+      ],
       [
         "same bytes, one long-lived string instead of a new one",
-        cpuOf("baseline-constant") - cpuOf("baseline"),
         "baseline-constant − baseline",
+        (r) => cpuOf(r, "baseline-constant") - cpuOf(r, "baseline"),
       ],
       [
         "local Cache API hit, bare Worker (the L2 floor here)",
-        cpuOf("baseline-cache") - cpuOf("baseline"),
         "baseline-cache − baseline",
+        (r) => cpuOf(r, "baseline-cache") - cpuOf(r, "baseline"),
       ],
-      ["L2: local Cache API read + buildSnapshot", cpuOf("cache-vin") - cpuOf("memory-vin"), "cache-vin − memory-vin"],
-      ["L3: Durable Object RPC + buildSnapshot", cpuOf("object-vin") - cpuOf("memory-vin"), "object-vin − memory-vin"],
-      ["· of which buildSnapshot (2,000), in Node", nodeUs("buildSnapshot (2,000): an L1 miss"), "bench/cpu.ts"],
+      [
+        "L2 fill: local Cache API read + L1 build",
+        "cache-vin − memory-vin",
+        (r) => cpuOf(r, "cache-vin") - cpuOf(r, "memory-vin"),
+      ],
+      [
+        "L3 fill: Durable Object RPC (both ends) + L1 build",
+        "object-vin − memory-vin",
+        (r) => cpuOf(r, "object-vin") - cpuOf(r, "memory-vin"),
+      ],
+      [
+        "· of which buildSnapshot, in Node (bench/cpu.ts)",
+        "bench/cpu.ts",
+        (r) => nodeUs(`buildSnapshot (${tagOf(r.size)}): an L1 miss`),
+      ],
     ];
-    const profileTable = table(
-      ["where workerd's CPU goes (per request)", "µs", "from"],
-      profileRows.map(([what, us, from]) => [what, f0(us), from]),
+    function cpuOf(run: SizeRun, id: string): number {
+      return caseOf(run, id).serverCpuUs;
+    }
+    const profile = table(
+      ["where workerd's CPU goes (µs per request)", ...tags, "from"],
+      profileLines.map(([what, from, fn]) => [what, ...runs.map((r) => f0(fn(r))), from]),
+    );
+
+    const cpuTable = table(
+      ["in-process CPU (Node, V8)", "median µs", "batch range µs", "what"],
+      cpuFigures.map((c) => [c.name, c.medianUs.toFixed(1), `${c.minUs.toFixed(1)}–${c.maxUs.toFixed(1)}`, c.note]),
+    );
+
+    // Issue 10's targets, the sizes side by side.
+    const sizeTargets: SizeTarget[] = [];
+    for (const run of runs) {
+      for (const { name, goal, fig } of sizeFigures(run)) {
+        let t = sizeTargets.find((x) => x.name === name);
+        if (!t) {
+          t = { name, goal, bySize: {} };
+          sizeTargets.push(t);
+        }
+        t.bySize[run.size] = fig;
+      }
+    }
+    const verdict = (f: SizeFigure | undefined) =>
+      f ? `${f.value}${f.pass === null ? "" : f.pass ? " · PASS" : " · MISS"}` : "";
+    const targetsBySize = table(
+      ["figure", "target", ...tags],
+      sizeTargets.map((t) => [t.name, t.goal, ...runs.map((r) => verdict(t.bySize[r.size]))]),
     );
 
     const bbox20k = cpuFigures.find((c) => c.name === "bbox query (20,000)");
     const wranglerGzipKiB = Number(/gzip:\s*([\d.]+)\s*KiB/.exec(bundle.wranglerLine)?.[1] ?? Number.NaN);
-    const tokenMax = 1 + Math.ceil(su.durationS / (0.7 * su.tokenTtlS));
-    const targets: Target[] = [
+    const wholeRun: Target[] = [
       {
-        name: "memory tier (full fleet) vs baseline",
-        goal: ">= 0.9 x throughput",
-        value: `${f2(byId("memory-full").ratio)} x (CPU/req ratio ${f2(byId("baseline").serverCpuUs / byId("memory-full").serverCpuUs)} x)`,
-        pass: byId("memory-full").ratio >= 0.9,
-      },
-      {
-        name: "Cache API tier (full fleet) vs baseline, locally",
-        goal: ">= 0.5 x throughput",
-        value: `${f2(byId("cache-full").ratio)} x (a bare Worker's Cache API hit: ${f2(byId("baseline-cache").ratio)} x)`,
-        pass: byId("cache-full").ratio >= 0.5,
-      },
-      {
-        name: "bbox query over 20,000 vehicles",
+        name: "bbox query over 20,000 vehicles (Node)",
         goal: "< 1 ms CPU median",
         value: bbox20k ? `${(bbox20k.medianUs / 1000).toFixed(3)} ms (${bbox20k.note})` : "n/a",
         pass: bbox20k !== undefined && bbox20k.medianUs < 1000,
-      },
-      {
-        name: "token requests: stampede",
-        goal: "exactly 1",
-        value: `${st.tokenRequests} for ${STAMPEDE} concurrent requests (${st.ok} ok)`,
-        pass: st.tokenRequests === 1 && st.ok === STAMPEDE,
-      },
-      {
-        name: "token requests: sustained",
-        goal: `one per lifetime (renewed 20-30 % early: <= ${tokenMax})`,
-        value: `${su.tokenRequests} in ${f0(su.durationS)} s = ${f2(su.tokenPerLifetime)} per ${su.tokenTtlS} s lifetime; every ${f2(su.tokenIntervalMedianS)} s (min ${f2(su.tokenIntervalMinS)})`,
-        pass: su.tokenRequests <= tokenMax && su.tokenIntervalMinS >= su.tokenTtlS / 2 && su.partner401 === 0,
-      },
-      {
-        name: "partner requests: stampede",
-        goal: "exactly 1",
-        value: `${st.partnerRequests}`,
-        pass: st.partnerRequests === 1,
-      },
-      {
-        name: "partner requests: sustained",
-        goal: "about 1 per TTL (<= 1.25)",
-        value: `${su.partnerRequests} in ${f0(su.durationS)} s = ${f2(su.partnerPerTtl)} per ${su.vehiclesTtlS} s TTL; every ${f2(su.partnerIntervalMedianS)} s; ${su.errors} errors`,
-        pass: su.partnerPerTtl <= 1.25 && su.partnerPerTtl >= 0.5 && su.errors === 0,
       },
       {
         name: "bundle (wrangler, minified)",
@@ -694,33 +1051,41 @@ async function main(): Promise<void> {
         pass: Number.isFinite(wranglerGzipKiB) ? wranglerGzipKiB * 1024 < 50_000 : bundle.gzipBytes < 50_000,
       },
     ];
-    const targetTable = table(
+    const wholeTable = table(
       ["target", "goal", "measured", ""],
-      targets.map((t) => [t.name, t.goal, t.value, t.pass ? "PASS" : "MISS"]),
+      wholeRun.map((t) => [t.name, t.goal, t.value, t.pass ? "PASS" : "MISS"]),
     );
+    const missing = [20000, 50000, 2000].filter((n) => !FLEETS.includes(n));
+    const note =
+      `Load average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end; ${machine.pinned}. ` +
+      `Whole run ${f0((Date.now() - started.getTime()) / 1000)} s; sizes: ${runs.map((r) => `${tagOf(r.size)} in ${f0(r.wallS)} s (load ${r.loadAtEnd})`).join("; ")}.` +
+      (failed.length ? ` Failed: ${failed.map((f) => `${tagOf(f.size)} vehicles (${f.error})`).join("; ")}.` : "") +
+      (missing.length ? ` Not measured: ${missing.map(tagOf).join(", ")} (targets at those sizes not evaluated).` : "");
 
-    console.log(`\n${main.text}\n`);
+    console.log(`\n${throughput.text}\n`);
     console.log(
-      "req/s: closed loop, median of rounds; p50/p99: at the fixed rate shown; workerd CPU: the whole process\n" +
-        "(HTTP, runtime, handler, Cache API, Durable Object) / requests, median of rounds; ceiling: 1 s / that.\n",
+      "req/s: closed loop, median of rounds; workerd CPU: the whole process (HTTP, runtime, handler, Cache API,\n" +
+        "Durable Object) / requests, median of rounds.\n",
     );
-    console.log(`${profileTable.text}\n`);
+    console.log(`${latency.text}\n`);
+    console.log(`${profile.text}\n`);
     console.log(`${cpuTable.text}\n`);
-    console.log(`${targetTable.text}\n`);
-    console.log(
-      `load average: ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end; ${machine.pinned}; ` +
-        `median client (load generator) busy ${f2(median(results.map((r) => r.clientBusy)))} core`,
-    );
+    console.log(`${targetsBySize.text}\n`);
+    console.log(`${wholeTable.text}\n`);
+    console.log(note);
 
-    for (const [name, run] of [
-      ["stampede", st],
-      ["sustained", su],
-    ] as const) {
-      for (const f of run.failures) console.log(`${name}: failure ${JSON.stringify(f)}`);
-      const slow = run.notices.filter((n) => n.includes('"level":"info"'));
-      if (slow.length > 0) console.log(`${name}: ${slow.length} requests took 1 s or more (in latest.json)`);
-      for (const n of run.notices.filter((x) => !slow.includes(x)).slice(0, 10))
-        console.log(`${name}: gateway said ${n}`);
+    for (const run of runs) {
+      for (const [name, r] of [
+        ["stampede", run.stampede],
+        ["sustained", run.sustained],
+      ] as const) {
+        const where = `${tagOf(run.size)} ${name}`;
+        for (const f of r.failures) console.log(`${where}: failure ${JSON.stringify(f)}`);
+        const slow = r.notices.filter((n) => n.includes('"level":"info"'));
+        if (slow.length > 0) console.log(`${where}: ${slow.length} requests took 1 s or more (in latest.json)`);
+        for (const n of r.notices.filter((x) => !slow.includes(x)).slice(0, 10))
+          console.log(`${where}: gateway said ${n}`);
+      }
     }
 
     const resultsDir = join(ROOT, "bench/results");
@@ -729,26 +1094,27 @@ async function main(): Promise<void> {
       startedAt: started.toISOString(),
       finishedAt: new Date().toISOString(),
       quick: QUICK,
+      fleets: FLEETS,
+      failed,
       durations: T,
       machine,
       git,
       bundle: { ...bundle, scriptPath: undefined, wranglerGzipKiB },
-      cases: results,
-      stampede: st,
-      sustained: su,
       cpu: cpuFigures,
-      profile: profileRows.map(([what, us, from]) => ({ what, us, from })),
-      targets,
+      sizes: runs.map((r) => ({
+        ...r,
+        profile: profileLines.map(([what, from, fn]) => ({ what, from, us: fn(r) })),
+      })),
+      targets: sizeTargets,
+      wholeRun,
     };
     writeFileSync(join(resultsDir, "latest.json"), `${JSON.stringify(json, null, 2)}\n`);
     writeFileSync(
       join(resultsDir, "latest.md"),
-      `${main.md}\n\n${profileTable.md}\n\n${cpuTable.md}\n\n${targetTable.md}\n\nLoad average ${machine.loadAtStart} at start, ${machine.loadAtEnd} at end.\n`,
+      `${[throughput.md, latency.md, profile.md, cpuTable.md, targetsBySize.md, wholeTable.md, note].join("\n\n")}\n`,
     );
     console.log("wrote bench/results/latest.json and latest.md");
   } finally {
-    await w?.dispose().catch(() => {});
-    await sb?.close().catch(() => {});
     rmSync(outdir, { recursive: true, force: true });
   }
 }

@@ -67,12 +67,17 @@ export interface WorkerdOptions {
   gatewayBindings: Record<string, string>;
   /** Also run the baseline and the naive proxy (bindings of the latter). */
   extras?: { naiveBindings: Record<string, string> };
+  /**
+   * Also run bench/object-probe-worker.ts, bound to the gateway's object class (bench/fanout.ts);
+   * `method`: the object's RPC method it calls (default getSnapshot).
+   */
+  probe?: { method?: string };
 }
 
 export interface Workerd {
   mf: Miniflare;
   pid: number;
-  urls: { gateway: string; baseline?: string; naive?: string };
+  urls: { gateway: string; baseline?: string; naive?: string; probe?: string };
   /** CPU seconds (user + system, every thread) workerd has used so far. */
   cpuSeconds(): number;
   /**
@@ -143,6 +148,18 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
       },
     );
   }
+  if (opts.probe) {
+    workers.push({
+      name: "probe",
+      ...benchWorker("object-probe-worker.ts"),
+      compatibilityDate: opts.bundle.compatibilityDate,
+      bindings: opts.probe.method ? { METHOD: opts.probe.method } : {},
+      // The gateway Worker's own object (same class, same name, same storage): calls reach the
+      // instance that holds the snapshot.
+      durableObjects: { GATEWAY: { className: "PartnerGateway", scriptName: "gateway", useSQLite: true } },
+      unsafeDirectSockets: direct,
+    });
+  }
   const before = childrenNamed("workerd");
   const notices: { atMs: number; line: string }[] = [];
   const mf = new Miniflare({
@@ -177,6 +194,7 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
     urls.baseline = (await mf.unsafeGetDirectURL("baseline")).href.replace(/\/$/, "");
     urls.naive = (await mf.unsafeGetDirectURL("naive")).href.replace(/\/$/, "");
   }
+  if (opts.probe) urls.probe = (await mf.unsafeGetDirectURL("probe")).href.replace(/\/$/, "");
   return {
     mf,
     pid,
