@@ -275,8 +275,12 @@ export function buildOpenApiDocument(opts: { maxLimit: number }): object {
           summary: "Map of the vehicles, with the filters of /v1/vehicles as controls",
           tags: ["meta"],
           // The page itself is public; it asks for a key in the tab when the API needs one.
-          security: [],
-          responses: { "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } } },
+          security: PUBLIC,
+          responses: {
+            "200": { description: "HTML page.", content: { "text/html": { schema: { type: "string" } } } },
+            // The app's checks before any route: a body on GET, an over-long query (as for /docs).
+            ...errors("413", "414"),
+          },
         },
       },
     },
