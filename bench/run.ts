@@ -998,9 +998,9 @@ async function main(): Promise<void> {
         (r) => cpuOf(r, "object-vin") - cpuOf(r, "memory-vin"),
       ],
       [
-        "· of which buildSnapshot, in Node (bench/cpu.ts)",
+        "· of which loadPrepared, in Node (bench/cpu.ts)",
         "bench/cpu.ts",
-        (r) => nodeUs(`buildSnapshot (${tagOf(r.size)}): an L1 miss`),
+        (r) => nodeUs(`loadPrepared (${tagOf(r.size)}): an L1 fill`),
       ],
     ];
     function cpuOf(run: SizeRun, id: string): number {

@@ -14,24 +14,24 @@
  * The peak during the load (before the GC: the transient garbage too) is reported beside it.
  *
  * The loader is the one place to change when the isolate's form of the snapshot changes: see
- * `LOADER` below (today `buildSnapshot`, the L1 build of every isolate).
+ * `LOADER` below (`loadPrepared`, the L1 fill of every isolate).
  */
 import type { SnapshotEnvelope } from "../src/deps.ts";
-import { buildSnapshot } from "../src/vehicles/snapshot.ts";
+import { loadPrepared } from "../src/vehicles/prepared.ts";
 import { snapshotOf } from "./cpu.ts";
 
 /** What an isolate does with the envelope it received: the result is what stays in L1. */
 export type SnapshotLoader<E> = (envelope: E) => unknown;
 
-/** Today's isolate: `buildSnapshot` of the envelope received over RPC or from the Cache API. */
+/** The isolate: `loadPrepared` of the prepared snapshot received through the feed or from the Cache API. */
 export const LOADER: {
   name: string;
-  envelopeOf: (size: number) => SnapshotEnvelope;
+  envelopeOf: (size: number) => Promise<SnapshotEnvelope>;
   load: SnapshotLoader<SnapshotEnvelope>;
 } = {
-  name: "buildSnapshot",
-  envelopeOf: (size) => snapshotOf(size).envelope,
-  load: (envelope) => buildSnapshot(envelope),
+  name: "loadPrepared",
+  envelopeOf: async (size) => (await snapshotOf(size)).envelope,
+  load: (envelope) => loadPrepared(envelope),
 };
 
 export interface SnapshotMemory {
@@ -134,7 +134,7 @@ if (import.meta.main) {
   const sizes = fleetArg(process.argv, [2000, 20000, 50000]);
   const out: SnapshotMemory[] = [];
   for (const size of sizes) {
-    const envelope = LOADER.envelopeOf(size);
+    const envelope = await LOADER.envelopeOf(size);
     out.push(measureSnapshotMemory(size, envelope, LOADER.load, { name: LOADER.name }));
   }
   if (process.argv.includes("--json")) {

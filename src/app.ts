@@ -4,9 +4,9 @@
  */
 
 import type { Context, MiddlewareHandler } from "hono";
-import { Hono } from "hono/tiny";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
+import { Hono } from "hono/tiny";
 import { type Config, ConfigError } from "./config.ts";
 import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
