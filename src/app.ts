@@ -6,11 +6,11 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
-import { Hono } from "hono/tiny";
 import { type Config, ConfigError } from "./config.ts";
 import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
+import { Hono } from "./http/hono.ts";
 import { sha256Hex } from "./http/upstream.ts";
 import { mapRoutes } from "./map/routes.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";

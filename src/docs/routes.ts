@@ -4,9 +4,9 @@
  * isolate and kept as plain strings; neither touches the partner.
  */
 
-import { Hono } from "hono/tiny";
 import type { AppEnv } from "../app.ts";
 import { fnv1a32 } from "../hash.ts";
+import { Hono } from "../http/hono.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";
 

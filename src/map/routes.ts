@@ -3,8 +3,9 @@
  * controls. Only the HTML is served here (its CSP depends on MAP_TILES_URL); everything it
  * loads is a static asset. Rendered once per isolate and tile setting, kept as a plain string.
  */
-import { Hono } from "hono/tiny";
+
 import type { AppEnv } from "../app.ts";
+import { Hono } from "../http/hono.ts";
 import { mapCsp, renderMapPage } from "./page.ts";
 
 let cached: { key: string; html: string; csp: string } | undefined;
