@@ -5,6 +5,16 @@
 
 export type ClientAuthMethod = "client_secret_post" | "client_secret_basic";
 
+/**
+ * Where replicas of the Deno/Bun server share the token and the snapshot (GATEWAY_STORE):
+ * `memory` (each process alone), `kv:<path>` (Deno KV; empty path: the default database, Deno
+ * Deploy's), `redis://…` or `rediss://…` (Redis, Bun's client). The Worker ignores it.
+ */
+export type GatewayStore =
+  | { kind: "memory" }
+  | { kind: "kv"; path: string | undefined }
+  | { kind: "redis"; url: string };
+
 export interface Config {
   /** Keycloak token endpoint (RFC 6749 §3.2). */
   tokenUrl: string;
@@ -40,6 +50,11 @@ export interface Config {
   gatewayLocationHint: string | undefined;
   /** `all`: one log line per request; `errors`: only answers >= 400 and stale ones. */
   logRequests: "all" | "errors";
+  /**
+   * Shared store of the Deno/Bun replicas (GATEWAY_STORE; parseConfig always fills it, absent means
+   * memory). A Redis URL may hold a password: never logged.
+   */
+  gatewayStore?: GatewayStore;
 }
 
 /** Names and defaults, for the README's config table and for errors. */
@@ -196,6 +211,13 @@ export function parseConfig(env: Env): Config {
   const logRaw = str("LOG_REQUESTS") ?? "all";
   if (logRaw !== "all" && logRaw !== "errors") bad("LOG_REQUESTS", "must be all or errors");
 
+  const storeRaw = str("GATEWAY_STORE") ?? "memory";
+  let gatewayStore: GatewayStore = { kind: "memory" };
+  if (storeRaw.startsWith("kv:")) gatewayStore = { kind: "kv", path: storeRaw.slice(3).trim() || undefined };
+  else if (/^rediss?:\/\/[^/?#]/.test(storeRaw) && URL.canParse(storeRaw))
+    gatewayStore = { kind: "redis", url: storeRaw };
+  else if (storeRaw !== "memory") bad("GATEWAY_STORE", "must be memory, kv:<path> (Deno KV) or redis://host:port");
+
   const config: Config = {
     tokenUrl,
     apiUrl,
@@ -215,6 +237,7 @@ export function parseConfig(env: Env): Config {
     apiKeys,
     gatewayLocationHint: hint,
     logRequests: logRaw === "errors" ? "errors" : "all",
+    gatewayStore,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

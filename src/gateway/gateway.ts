@@ -22,6 +22,7 @@ import type {
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { CircuitBreaker } from "../partner/circuit-breaker.ts";
 import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
+import type { SharedSnapshots } from "./shared-snapshot.ts";
 import { SnapshotService } from "./snapshot-service.ts";
 
 /** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
@@ -48,6 +49,8 @@ export interface GatewayOptions {
   schedule: (p: Promise<unknown>) => void;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Replicas on Deno/Bun: the snapshot shared through their store (see shared-snapshot.ts). */
+  sharedSnapshots?: SharedSnapshots;
 }
 
 export class Gateway implements SnapshotSource {
@@ -111,6 +114,7 @@ export class Gateway implements SnapshotSource {
       schedule: opts.schedule,
       store: opts.store,
     };
+    if (opts.sharedSnapshots) snapshotOpts.shared = opts.sharedSnapshots;
     this.#snapshots = new SnapshotService(snapshotOpts);
   }
 

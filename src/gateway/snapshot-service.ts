@@ -12,6 +12,7 @@
 import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { sha256Hex } from "../http/upstream.ts";
+import type { SharedSnapshots } from "./shared-snapshot.ts";
 
 /** Storage key of the last good envelope. */
 export const SNAPSHOT_STORE_KEY = "snapshot:last";
@@ -41,6 +42,8 @@ export interface SnapshotServiceOptions {
   schedule: (p: Promise<unknown>) => void;
   /** Where the last good envelope survives a reset of the object; optional. */
   store?: KeyValueStore;
+  /** Replicas sharing one store (Deno/Bun): fetches run under its lease, the envelope is shared. */
+  shared?: SharedSnapshots;
 }
 
 /** For /health. */
@@ -80,6 +83,7 @@ export class SnapshotService {
   readonly #staleMs: number;
   readonly #schedule: (p: Promise<unknown>) => void;
   readonly #store: KeyValueStore | undefined;
+  readonly #shared: SharedSnapshots | undefined;
 
   #snapshot: SnapshotEnvelope | undefined;
   #inflight: Promise<SnapshotEnvelope> | undefined;
@@ -101,6 +105,7 @@ export class SnapshotService {
     this.#staleMs = opts.staleMs;
     this.#schedule = opts.schedule;
     this.#store = opts.store;
+    this.#shared = opts.shared;
   }
 
   /**
@@ -201,7 +206,25 @@ export class SnapshotService {
     return { promise, started: true };
   }
 
+  /** With replicas: another's fresh envelope, or ours under the lease (see SharedSnapshots). */
   async #fetch(): Promise<SnapshotEnvelope> {
+    const shared = this.#shared;
+    if (shared === undefined) return this.#fetchOwn();
+    let envelope: SnapshotEnvelope;
+    try {
+      envelope = await shared.fetch(() => this.#fetchOwn(), this.#snapshot?.fetchedAt);
+    } catch (err) {
+      this.#lastError = { info: toErrorInfo(err), at: this.#clock.now() };
+      throw err;
+    }
+    if (!this.#snapshot || this.#snapshot.fetchedAt < envelope.fetchedAt) {
+      this.#snapshot = envelope;
+      this.#lastError = undefined;
+    }
+    return this.#snapshot;
+  }
+
+  async #fetchOwn(): Promise<SnapshotEnvelope> {
     this.#counters.snapshotFetches += 1;
     let result: { vehicles: unknown[]; dropped: number };
     try {
@@ -285,7 +308,8 @@ function estimateBytes(data: Uint8Array | string): number {
   return /[^\x00-\xff]/.test(data) ? data.length * 2 : data.length;
 }
 
-async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
+/** The envelope as stored (also in the replicas' shared store: src/gateway/shared-snapshot.ts). */
+export async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
   const base = {
     v: 1 as const,
     fetchedAt: envelope.fetchedAt,
@@ -303,7 +327,7 @@ async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot>
 }
 
 /** The envelope back from storage, or undefined when the record is not one we wrote. */
-async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
+export async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
   if (typeof stored !== "object" || stored === null) return undefined;
   const s = stored as Partial<StoredSnapshot>;
   if (
