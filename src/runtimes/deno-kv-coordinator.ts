@@ -6,6 +6,8 @@
  *
  * - Deno KV deletes an entry some time after its `expireIn`, not at it: a lease stores its own
  *   deadline, and one past it counts as free (taken over with a check on its versionstamp).
+ * - Several processes on one SQLite file meet "database is locked" when their transactions
+ *   collide: such an operation is retried (a few times, with jitter) before it counts as a failure.
  * - A value holds at most 64 KiB and one atomic operation at most 800 KiB: a record is a header
  *   (`{ gen, parts }`) and its text in parts under the generation, all written in one operation,
  *   the previous generation's parts deleted in the same one.
@@ -36,6 +38,23 @@ export interface KvLike {
 export const KV_KEY_PREFIX = "sharenow-gateway";
 /** Characters per part: base64 and JSON text is ASCII, one byte a character, under the 64 KiB value limit. */
 const PART_CHARS = 60_000;
+/** Tries of one operation that meets a locked database (another process's transaction). */
+const LOCKED_TRIES = 20;
+/** Wait between them: up to this, with jitter. */
+const LOCKED_WAIT_MS = 15;
+
+/** Retries `fn` while SQLite says the file is locked by another process's transaction. */
+async function unlocked<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (attempt >= LOCKED_TRIES || !(err instanceof Error) || !/database is locked/i.test(err.message)) throw err;
+      await new Promise((r) => setTimeout(r, 1 + Math.random() * LOCKED_WAIT_MS));
+    }
+  }
+}
+
 /** Parts of one record at most (800 KiB per atomic operation, with room for keys and the header). */
 const MAX_PARTS = 12;
 
@@ -66,7 +85,11 @@ export class DenoKvCoordinator implements Coordinator {
     return new DenoKvCoordinator(await deno.openKv(path));
   }
 
-  async tryAcquire(name: string, ttlMs: number): Promise<Lease | undefined> {
+  tryAcquire(name: string, ttlMs: number): Promise<Lease | undefined> {
+    return unlocked(() => this.#tryAcquire(name, ttlMs));
+  }
+
+  async #tryAcquire(name: string, ttlMs: number): Promise<Lease | undefined> {
     const leaseKey = [KV_KEY_PREFIX, "lease", name];
     const fenceKey = [KV_KEY_PREFIX, "fence", name];
     const [lease, fence] = await this.#kv.getMany<[LeaseValue, number]>([leaseKey, fenceKey]);
@@ -83,7 +106,11 @@ export class DenoKvCoordinator implements Coordinator {
     return res.ok ? { name, fence: next, until } : undefined;
   }
 
-  async renew(lease: Lease, ttlMs: number): Promise<boolean> {
+  renew(lease: Lease, ttlMs: number): Promise<boolean> {
+    return unlocked(() => this.#renew(lease, ttlMs));
+  }
+
+  async #renew(lease: Lease, ttlMs: number): Promise<boolean> {
     const key = [KV_KEY_PREFIX, "lease", lease.name];
     const held = await this.#kv.get<LeaseValue>(key);
     if (held.value === null || held.value.fence !== lease.fence) return false;
@@ -92,14 +119,22 @@ export class DenoKvCoordinator implements Coordinator {
     return res.ok;
   }
 
-  async release(lease: Lease): Promise<void> {
+  release(lease: Lease): Promise<void> {
+    return unlocked(() => this.#release(lease));
+  }
+
+  async #release(lease: Lease): Promise<void> {
     const key = [KV_KEY_PREFIX, "lease", lease.name];
     const held = await this.#kv.get<LeaseValue>(key);
     if (held.value === null || held.value.fence !== lease.fence) return;
     await this.#kv.atomic().check(held).delete(key).commit();
   }
 
-  async read(name: string): Promise<string | undefined> {
+  read(name: string): Promise<string | undefined> {
+    return unlocked(() => this.#read(name));
+  }
+
+  async #read(name: string): Promise<string | undefined> {
     const header = await this.#kv.get<Header>([KV_KEY_PREFIX, "record", name]);
     const h = header.value;
     if (h === null || h.until <= Date.now()) return undefined;
@@ -112,21 +147,33 @@ export class DenoKvCoordinator implements Coordinator {
     return parts.length === h.parts ? parts.join("") : undefined;
   }
 
-  async write(name: string, value: string, lease: Lease, ttlMs: number): Promise<boolean> {
+  write(name: string, value: string, lease: Lease, ttlMs: number): Promise<boolean> {
+    return unlocked(() => this.#write(name, value, lease, ttlMs));
+  }
+
+  async #write(name: string, value: string, lease: Lease, ttlMs: number): Promise<boolean> {
     const fenceKey = [KV_KEY_PREFIX, "fence", lease.name];
     const fence = await this.#kv.get<number>(fenceKey);
     if (fence.value !== lease.fence) return false;
     return this.#commitRecord(name, value, ttlMs, { key: fenceKey, versionstamp: fence.versionstamp });
   }
 
-  async put(name: string, value: string, ttlMs: number): Promise<void> {
+  put(name: string, value: string, ttlMs: number): Promise<void> {
+    return unlocked(() => this.#put(name, value, ttlMs));
+  }
+
+  async #put(name: string, value: string, ttlMs: number): Promise<void> {
     await this.#commitRecord(name, value, ttlMs, undefined);
   }
 
-  async deleteIf(name: string, expected: string): Promise<boolean> {
+  deleteIf(name: string, expected: string): Promise<boolean> {
+    return unlocked(() => this.#deleteIf(name, expected));
+  }
+
+  async #deleteIf(name: string, expected: string): Promise<boolean> {
     const headerKey = [KV_KEY_PREFIX, "record", name];
     const header = await this.#kv.get<Header>(headerKey);
-    if (header.value === null || (await this.read(name)) !== expected) return false;
+    if (header.value === null || (await this.#read(name)) !== expected) return false;
     const op = this.#kv.atomic().check(header).delete(headerKey);
     for (let i = 0; i < header.value.parts; i++) op.delete([KV_KEY_PREFIX, "part", name, header.value.gen, i]);
     return (await op.commit()).ok;
