@@ -127,8 +127,12 @@ export const PROBLEM_CONTENT_TYPE = "application/problem+json";
 /**
  * The one mapping from an error to an RFC 9457 problem document.
  * `type` is a stable URN per code (RFC 9457 §3.1.1 allows non-dereferenceable URIs).
+ * `headers`: whatever `new Headers()` takes (Bun's types have no global `HeadersInit`).
  */
-export function problemResponse(err: unknown, init: { instance?: string; headers?: HeadersInit } = {}): Response {
+export function problemResponse(
+  err: unknown,
+  init: { instance?: string; headers?: ConstructorParameters<typeof Headers>[0] } = {},
+): Response {
   const info = toErrorInfo(err);
   const body: Record<string, unknown> = {
     type: `urn:sharenow-gateway:problem:${info.code}`,

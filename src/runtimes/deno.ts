@@ -1,23 +1,13 @@
 /**
- * Deno entry: `deno run --allow-net --allow-env --allow-read src/runtimes/deno.ts`. Settings come
- * from the environment (the Worker's names); PORT (default 8787), HOST. L2 is Deno's Cache API.
- * Replicas share the token and the snapshot through Deno KV with GATEWAY_STORE=kv:<path> (add
- * `--unstable-kv --allow-read --allow-write` for a self-hosted file; `kv:` alone on Deno Deploy).
+ * Deno entry: `deno run --allow-net --allow-env src/runtimes/deno.ts`. Settings come from the
+ * environment (the Worker's names); PORT (default 8787), HOST. L2 is Deno's Cache API (a bounded
+ * memory cache if it cannot be opened). Checked with Deno's own types (deno.json,
+ * `npm run typecheck:deno`); everything it imports is the runtime-free core. Replicas share the
+ * token and the snapshot through Deno KV with GATEWAY_STORE=kv:<path> (add `--unstable-kv
+ * --allow-read=<dir> --allow-write=<dir>` for a self-hosted file; `kv:` alone on Deno Deploy).
  */
 import { DenoKvCoordinator } from "./deno-kv-coordinator.ts";
 import { createGatewayServer, listenOptions, logListening, openCoordinator, stopper } from "./server.ts";
-
-/** The part of the `Deno` global used here (typed locally: the core type check knows no runtime). */
-interface DenoLike {
-  env: { toObject(): Record<string, string> };
-  serve(
-    options: { port: number; hostname?: string; onListen(addr: { hostname: string; port: number }): void },
-    handler: (request: Request) => Promise<Response>,
-  ): { shutdown(): Promise<void> };
-  addSignalListener(signal: "SIGINT" | "SIGTERM", handler: () => void): void;
-  exit(code: number): never;
-}
-const { Deno } = globalThis as unknown as { Deno: DenoLike };
 
 const settings = Deno.env.toObject();
 const coordinator = await openCoordinator(settings, "deno", { kv: (path) => DenoKvCoordinator.open(path) });

@@ -10,7 +10,6 @@
  */
 import type { ExecutionContext } from "hono";
 import { createApp } from "../app.ts";
-import { cacheApiStore } from "../cache/cache-api.ts";
 import { MemoryResponseCache } from "../cache/memory-cache.ts";
 import { configFor } from "../config.ts";
 import {
@@ -30,6 +29,7 @@ import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
 import { warmUp } from "../warmup.ts";
+import { processCache } from "./process-cache.ts";
 
 /** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
 export type Settings = Readonly<Record<string, string | undefined>>;
@@ -56,7 +56,7 @@ export interface ServerOptions {
   fetch?: FetchFn;
   clock?: Clock;
   log?: Logger;
-  /** L2. Default: the Cache API where the runtime has one (Deno), else a bounded memory cache (Bun, Node). */
+  /** L2. Default: the runtime's Cache API (Deno); without one, or if it fails to open, a bounded memory cache. */
   cache?: ResponseCache;
   /** The replicas' shared store (openCoordinator); absent: this process alone. Closed by close(). */
   coordinator?: Coordinator;
@@ -135,10 +135,28 @@ export function stopper(
   };
 }
 
-/** A timer, unreferenced where the runtime allows it: the HTTP server, not a timer, keeps a process alive. */
-function unrefed<T>(timer: T): T {
-  (timer as { unref?: () => void }).unref?.();
-  return timer;
+/**
+ * A timer handle of the server's own. Runtimes type theirs differently (a number on Deno and in
+ * Workers, a `Timeout` on Node, a `Timer` on Bun; `clearTimeout` takes `number | undefined` on one
+ * and `Timeout` on another), so the server never holds the runtime's handle, only this.
+ */
+export interface TimerHandle {
+  clear(): void;
+}
+
+/**
+ * setTimeout (or setInterval with `repeat`), unreferenced where the runtime allows it: the HTTP
+ * server, not a background timer, keeps a process alive. Feature detection, no runtime import:
+ * Node, Bun and Deno 2.9 (the pinned one) return a handle with `unref()`; a Deno whose timers are
+ * numeric ids has `Deno.unrefTimer(id)` instead.
+ */
+export function startTimer(callback: () => void, ms: number, repeat = false): TimerHandle {
+  const id = repeat ? setInterval(callback, ms) : setTimeout(callback, ms);
+  const handle: unknown = id;
+  if (typeof (handle as { unref?: unknown }).unref === "function") (handle as { unref(): void }).unref();
+  else if (typeof handle === "number")
+    (globalThis as { Deno?: { unrefTimer?(id: number): void } }).Deno?.unrefTimer?.(handle);
+  return { clear: () => (repeat ? clearInterval(id) : clearTimeout(id)) };
 }
 
 /**
@@ -149,7 +167,7 @@ function unrefed<T>(timer: T): T {
 class TokenAlarm {
   readonly #gateway: Gateway;
   readonly #clock: Clock;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  #timer: TimerHandle | undefined;
   #at: number | undefined;
   #stopped = false;
 
@@ -163,9 +181,9 @@ class TokenAlarm {
     const now = this.#clock.now();
     const at = Math.max(this.#gateway.nextAlarmAt() ?? now + IDLE_ALARM_MS, now + MIN_ALARM_DELAY_MS);
     if (!force && this.#at !== undefined && this.#at <= at) return;
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#at = at;
-    this.#timer = unrefed(setTimeout(() => this.#fire(at), Math.min(at - now, MAX_TIMER_MS)));
+    this.#timer = startTimer(() => this.#fire(at), Math.min(at - now, MAX_TIMER_MS));
   }
 
   /** Resolves once the refresh (if any) is done and the next wake-up is set. */
@@ -181,7 +199,7 @@ class TokenAlarm {
 
   stop(): void {
     this.#stopped = true;
-    clearTimeout(this.#timer);
+    this.#timer?.clear();
     this.#timer = undefined;
     this.#at = undefined;
   }
@@ -256,7 +274,8 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
   const deps: Deps = {
     config,
     gateway,
-    cache: opts.cache ?? cacheApiStore(CACHE_NAME) ?? new MemoryResponseCache({ maxEntries: MEMORY_CACHE_ENTRIES }),
+    cache:
+      opts.cache ?? processCache(CACHE_NAME, log, () => new MemoryResponseCache({ maxEntries: MEMORY_CACHE_ENTRIES })),
     clock,
     log,
     rateLimit: undefined,
@@ -276,8 +295,8 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
       }),
     );
   };
-  let interval: ReturnType<typeof setInterval> | undefined =
-    config instanceof Error ? undefined : unrefed(setInterval(warmTick, intervalS * 1000));
+  let interval: TimerHandle | undefined =
+    config instanceof Error ? undefined : startTimer(warmTick, intervalS * 1000, true);
 
   const app = createApp();
   const executionCtx: ExecutionContext = { waitUntil: track, passThroughOnException() {}, props: {} };
@@ -288,19 +307,19 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
     fetch: async (request) => app.fetch(request, { deps }, executionCtx),
     close() {
       closing ??= (async () => {
-        clearInterval(interval);
+        interval?.clear();
         interval = undefined;
         alarm?.stop();
-        let timer: ReturnType<typeof setTimeout> | undefined;
+        let timer: TimerHandle | undefined;
         const deadline = new Promise<void>((resolve) => {
-          timer = setTimeout(resolve, CLOSE_WAIT_MS);
+          timer = startTimer(resolve, CLOSE_WAIT_MS);
         });
         // Background work may start more background work: wait until none is left (or time is up).
         const drain = async () => {
           while (pending.size > 0) await Promise.allSettled([...pending]);
         };
         await Promise.race([drain(), deadline]);
-        clearTimeout(timer);
+        timer?.clear();
         await shared?.close();
       })();
       return closing;
