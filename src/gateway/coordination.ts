@@ -59,6 +59,14 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/** A record the store cannot hold (Deno KV: 800 KiB per atomic write). Not a store failure. */
+export class RecordTooLargeError extends Error {
+  constructor(bytes: number) {
+    super(`record too large for the store (${bytes} characters)`);
+    this.name = "RecordTooLargeError";
+  }
+}
+
 /** The lease was granted to another replica while this one worked: its result will be fenced out. */
 export class LeaseLostError extends Error {
   constructor() {
@@ -161,6 +169,7 @@ export class GuardedCoordinator {
       }
       return result;
     } catch (err) {
+      if (err instanceof RecordTooLargeError) throw err;
       this.#failures++;
       this.#retryAt = this.#clock.now() + STORE_RETRY_MS;
       if (this.#downSince === undefined) {

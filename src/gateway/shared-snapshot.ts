@@ -9,7 +9,7 @@
  */
 import type { Clock, Logger, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
-import { coordinated, type GuardedCoordinator, type Lease } from "./coordination.ts";
+import { coordinated, type GuardedCoordinator, type Lease, RecordTooLargeError } from "./coordination.ts";
 import { decodeStored, encodeStored } from "./snapshot-service.ts";
 
 export const SHARED_SNAPSHOT = "snapshot";
@@ -122,8 +122,9 @@ export class SharedSnapshots {
       if (ttl > 0 && !(await coordinator.write(SHARED_SNAPSHOT, record, lease, ttl))) {
         log.log("warn", "shared_write_fenced", { record: SHARED_SNAPSHOT, fence: lease.fence });
       }
-    } catch {
-      // Store down: logged once by the guard. This replica has its snapshot; the others fetch their own.
+    } catch (err) {
+      // Too large for the store: each replica fetches its own. Store down: logged once by the guard.
+      if (err instanceof RecordTooLargeError) log.log("warn", "snapshot_not_shared", { reason: "too_large" });
     }
     return envelope;
   }

@@ -12,7 +12,7 @@
  *   (`{ gen, parts }`) and its text in parts under the generation, all written in one operation,
  *   the previous generation's parts deleted in the same one.
  */
-import type { Coordinator, Lease } from "../gateway/coordination.ts";
+import { type Coordinator, type Lease, RecordTooLargeError } from "../gateway/coordination.ts";
 
 /** The part of Deno KV used here (typed locally: the core type check knows no runtime). */
 interface KvEntry<T> {
@@ -191,7 +191,7 @@ export class DenoKvCoordinator implements Coordinator {
     check: { key: unknown[]; versionstamp: string | null } | undefined,
   ): Promise<boolean> {
     const parts = Math.max(1, Math.ceil(value.length / PART_CHARS));
-    if (parts > MAX_PARTS) throw new Error(`record too large for one Deno KV operation (${parts} parts)`);
+    if (parts > MAX_PARTS) throw new RecordTooLargeError(value.length);
     const headerKey = [KV_KEY_PREFIX, "record", name];
     const old = await this.#kv.get<Header>(headerKey);
     const gen = `${Date.now().toString(36)}-${(this.#seq++).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
