@@ -36,6 +36,18 @@ async function get(base: string, path: string, timeoutMs = 20_000): Promise<numb
   }
 }
 
+/** One GET with what a failure window shows: status, content type and Retry-After. */
+async function answer(base: string, path: string) {
+  const res = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(20_000) });
+  const text = await res.text();
+  return {
+    status: res.status,
+    type: res.headers.get("content-type"),
+    retryAfter: res.headers.get("retry-after"),
+    text,
+  };
+}
+
 async function health(p: RuntimeProcess): Promise<Health> {
   const res = await fetch(`${p.url}/health`, { signal: AbortSignal.timeout(10_000) });
   return (await res.json()) as Health;
@@ -232,6 +244,59 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
     TEST_TIMEOUT_MS,
   );
 
+  it(
+    "honours rejected credentials for all replicas together: one token request, no storm",
+    async () => {
+      await start({ VEHICLES_TTL_S: "300" });
+      const s = sandbox as Sandbox;
+      s.setFaults({ token: { kind: "invalidClient" } });
+      // One replica first, so its failure window is in the store before the others ask.
+      const first = await answer((procs[0] as RuntimeProcess).url, "/v1/vehicles?limit=1");
+      expect(first.status).toBeGreaterThanOrEqual(500);
+      const rest = await Promise.all(
+        procs.flatMap((p) => Array.from({ length: 5 }, () => answer(p.url, "/v1/vehicles?limit=1"))),
+      );
+      for (const a of [first, ...rest]) {
+        expect(a.status).toBeGreaterThanOrEqual(500);
+        expect(a.type).toMatch(/^application\/problem\+json/);
+        expect(Number(a.retryAfter)).toBeGreaterThan(0);
+      }
+      const c = s.counters();
+      expect(c.token.total).toBe(1);
+      expect(c.vehicles.total).toBe(0);
+      const { clientSecrets } = s.secrets();
+      for (const a of rest) for (const secret of clientSecrets) expect(a.text).not.toContain(secret);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    "waits out the token endpoint's Retry-After on every replica, then one replica retries",
+    async () => {
+      await start({ VEHICLES_TTL_S: "300" });
+      const s = sandbox as Sandbox;
+      s.setFaults({ token: { kind: "tooManyRequests", retryAfter: 2, times: 1 } });
+      const first = await answer((procs[0] as RuntimeProcess).url, "/v1/vehicles?limit=1");
+      expect(first.status).toBeGreaterThanOrEqual(500);
+      const during = await Promise.all(procs.map((p) => answer(p.url, "/v1/vehicles?limit=1")));
+      for (const a of during) {
+        expect(a.status).toBeGreaterThanOrEqual(500);
+        expect(Number(a.retryAfter)).toBeGreaterThan(0);
+      }
+      expect(s.counters().token.total).toBe(1);
+      await until(
+        "every replica to answer after the window",
+        () => Promise.all(procs.map((p) => get(p.url, "/v1/vehicles?limit=1"))),
+        (statuses) => statuses.every((st) => st === 200),
+        30_000,
+      );
+      const c = s.counters();
+      expect(c.token.total).toBe(2);
+      expect(c.vehicles.total).toBe(1);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
   it.runIf(runtime === "bun")(
     "keeps answering per process while redis-server is down, then recovers to one shared token",
     async () => {
@@ -285,4 +350,21 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
     },
     TEST_TIMEOUT_MS,
   );
+});
+
+describe("a store the runtime cannot open", () => {
+  it("stops a deno replica at start, naming GATEWAY_STORE and never its value", async () => {
+    const sandbox = await startSandbox({ port: 0, fleetSize: 10, seed: 1, tickMs: 0 });
+    try {
+      const url = "redis://:hunter2-redis-password@127.0.0.1:1";
+      const err = await startRuntime("deno", { ...sandboxSettings(sandbox), GATEWAY_STORE: url }).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(err?.message).toMatch(/GATEWAY_STORE: redis is not available on deno/);
+      expect(err?.message).not.toContain("hunter2");
+    } finally {
+      await sandbox.close();
+    }
+  });
 });
