@@ -397,13 +397,37 @@ export class TokenBroker implements TokenSource {
 
   /**
    * The shared token, taken over when it is ours to use (same settings, usable, not the one
-   * reported rejected here) and better than the one held. Inside a shared failure window, fails
-   * fast with it (and opens the same window here): replicas honour Retry-After and the negative
-   * cache together.
+   * reported rejected here) and better than the one held. Else, inside a shared failure window,
+   * fails fast with it (and opens the same window here): replicas honour Retry-After and the
+   * negative cache together.
    */
   async #readShared(coordinator: GuardedCoordinator): Promise<Current | undefined> {
     const now = this.#clock.now();
     const fingerprint = await this.#fingerprintOf();
+    const stored = parseJson<StoredToken>(await coordinator.read(SHARED_TOKEN));
+    // A usable token first: a failed refresh elsewhere leaves the old one good, as in one process.
+    if (isStoredToken(stored) && stored.fingerprint === fingerprint) {
+      const token: AccessToken = {
+        value: stored.value,
+        id: await tokenId(stored.value),
+        expiresAt: stored.expiresAt,
+        obtainedAt: stored.obtainedAt,
+      };
+      const cur = this.#current;
+      const better = cur === undefined || token.expiresAt > cur.token.expiresAt;
+      if (token.id !== this.#rejectedId && isUsable(token, now) && better) {
+        const current: Current = { token, refreshAt: scheduleRefresh(token, this.#random) };
+        this.#current = current;
+        this.#gate = undefined;
+        this.#consecutiveFailures = 0;
+        this.#lastError = undefined;
+        this.#log.log("info", "token_shared", {
+          tokenId: token.id,
+          secondsLeft: Math.floor((token.expiresAt - now) / 1000),
+        });
+        return current;
+      }
+    }
     const gate = parseJson<SharedGate>(await coordinator.read(SHARED_TOKEN_GATE));
     if (gate && gate.fingerprint === fingerprint && typeof gate.until === "number" && gate.until > now) {
       this.#gate = { until: gate.until, error: gate.error };
@@ -411,27 +435,7 @@ export class TokenBroker implements TokenSource {
       const retryAfterS = Math.max(1, Math.ceil((gate.until - now) / 1000));
       throw AppError.fromInfo({ ...gate.error, retryAfterS });
     }
-    const stored = parseJson<StoredToken>(await coordinator.read(SHARED_TOKEN));
-    if (!isStoredToken(stored) || stored.fingerprint !== fingerprint) return undefined;
-    const token: AccessToken = {
-      value: stored.value,
-      id: await tokenId(stored.value),
-      expiresAt: stored.expiresAt,
-      obtainedAt: stored.obtainedAt,
-    };
-    const cur = this.#current;
-    if (token.id === this.#rejectedId || !isUsable(token, now)) return undefined;
-    if (cur !== undefined && token.expiresAt <= cur.token.expiresAt) return undefined;
-    const current: Current = { token, refreshAt: scheduleRefresh(token, this.#random) };
-    this.#current = current;
-    this.#gate = undefined;
-    this.#consecutiveFailures = 0;
-    this.#lastError = undefined;
-    this.#log.log("info", "token_shared", {
-      tokenId: token.id,
-      secondsLeft: Math.floor((token.expiresAt - now) / 1000),
-    });
-    return current;
+    return undefined;
   }
 
   /** Removes the shared token if it is still the one with this id (compare-and-delete). */

@@ -202,6 +202,47 @@ describe("TokenBroker replicas sharing a coordinator", () => {
   });
 });
 
+describe("TokenBroker replicas: a failed refresh elsewhere", () => {
+  it("leaves a cold replica the usable shared token, and the failure window for its refresh", async () => {
+    const clock = clockAt();
+    const shared = new MemoryCoordinator(clock);
+    const busy = () => new Response("slow down", { status: 429, headers: { "retry-after": "30" } });
+    const endpoint = tokenEndpoint();
+    const broker = () =>
+      new TokenBroker({
+        config: CONFIG,
+        fetch: endpoint.fetch,
+        store: new MemoryStore(),
+        clock,
+        log: logs(),
+        sleep: async () => {},
+        coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
+      });
+    const a = broker();
+    expect((await a.getToken()).value).toBe("token-1");
+    // A refresh that the endpoint refuses with Retry-After: the window goes to the store.
+    const replies: (() => Response)[] = [busy];
+    const refusing: FetchFn = async (i, init) =>
+      replies.length > 0 ? (replies.shift() as () => Response)() : endpoint.fetch(i, init);
+    const a2 = new TokenBroker({
+      config: CONFIG,
+      fetch: refusing,
+      store: new MemoryStore(),
+      clock,
+      log: logs(),
+      sleep: async () => {},
+      coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
+    });
+    await a2.getToken(); // adopts token-1
+    clock.t += 200_000; // past half its 300 s life: a renewal may be asked for
+    await expect(a2.ensureValidFor(400)).rejects.toMatchObject({ retryAfterS: 30 });
+    const b = broker();
+    expect((await b.getToken()).value).toBe("token-1");
+    await expect(b.ensureValidFor(400)).rejects.toMatchObject({ retryAfterS: 30 });
+    expect(endpoint.state.calls).toBe(1);
+  });
+});
+
 describe("the shared snapshot's record format", () => {
   it("round-trips typed arrays through a string", () => {
     const value = { a: "x", n: 1, bytes: new Uint8Array([0, 1, 255]), cols: new Float64Array([1.5, -2]) };
