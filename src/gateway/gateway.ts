@@ -22,7 +22,6 @@ import type {
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { CircuitBreaker } from "../partner/circuit-breaker.ts";
 import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
-import type { SharedSnapshots } from "./shared-snapshot.ts";
 import { SnapshotService } from "./snapshot-service.ts";
 
 /** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
@@ -49,8 +48,8 @@ export interface GatewayOptions {
   schedule: (p: Promise<unknown>) => void;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
-  /** Replicas on Deno/Bun: the snapshot shared through their store (see shared-snapshot.ts). */
-  sharedSnapshots?: SharedSnapshots;
+  /** Replicas on Deno/Bun: the snapshot shared through their store (a SharedSnapshots, shared-snapshot.ts). */
+  sharedSnapshots?: ConstructorParameters<typeof SnapshotService>[0]["shared"];
 }
 
 export class Gateway implements SnapshotSource {

@@ -4,13 +4,13 @@
  * the TTL) instead of calling the partner themselves. A failed fetch stores its failure window
  * (Retry-After, else a short cooldown), so replicas back off together instead of each trying.
  *
- * The envelope goes through the snapshot service's own encode/decode (encodeStored, decodeStored)
- * and is opaque here: any plain structure with strings, numbers and typed arrays round-trips.
+ * The envelope goes through the snapshot service's own encode/decode (its SnapshotCodec) and is
+ * opaque here: any plain structure with strings, numbers and typed arrays round-trips.
  */
 import type { Clock, Logger, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { coordinated, type GuardedCoordinator, type Lease, RecordTooLargeError } from "./coordination.ts";
-import { decodeStored, encodeStored } from "./snapshot-service.ts";
+import type { SnapshotCodec } from "./snapshot-service.ts";
 
 export const SHARED_SNAPSHOT = "snapshot";
 export const SHARED_SNAPSHOT_GATE = "snapshot-gate";
@@ -52,7 +52,11 @@ export class SharedSnapshots {
    * A fresh envelope newer than `heldFetchedAt` from the store, else `fetchOwn()` under the lease
    * (its result stored for the others), else (the store is down) `fetchOwn()` alone.
    */
-  fetch(fetchOwn: () => Promise<SnapshotEnvelope>, heldFetchedAt: number | undefined): Promise<SnapshotEnvelope> {
+  fetch(
+    fetchOwn: () => Promise<SnapshotEnvelope>,
+    heldFetchedAt: number | undefined,
+    codec: SnapshotCodec,
+  ): Promise<SnapshotEnvelope> {
     const { coordinator, clock } = this.#o;
     return coordinated({
       coordinator,
@@ -62,12 +66,12 @@ export class SharedSnapshots {
       waitMs: this.#o.maxFetchMs,
       clock,
       sleep: this.#sleep,
-      readShared: () => this.#read(heldFetchedAt),
-      work: (lease) => this.#fetchAndShare(fetchOwn, lease),
+      readShared: () => this.#read(heldFetchedAt, codec),
+      work: (lease) => this.#fetchAndShare(fetchOwn, lease, codec),
     });
   }
 
-  async #read(heldFetchedAt: number | undefined): Promise<SnapshotEnvelope | undefined> {
+  async #read(heldFetchedAt: number | undefined, codec: SnapshotCodec): Promise<SnapshotEnvelope | undefined> {
     const { coordinator, clock, ttlMs, log } = this.#o;
     const now = clock.now();
     const gate = parse(await coordinator.read(SHARED_SNAPSHOT_GATE)) as Gate | undefined;
@@ -76,7 +80,7 @@ export class SharedSnapshots {
     }
     const raw = await coordinator.read(SHARED_SNAPSHOT);
     if (raw === undefined) return undefined;
-    const envelope = await decodeStored(parse(raw));
+    const envelope = await codec.decode(parse(raw));
     if (envelope === undefined) {
       log.log("warn", "shared_snapshot_unreadable", {});
       return undefined;
@@ -87,7 +91,11 @@ export class SharedSnapshots {
     return envelope;
   }
 
-  async #fetchAndShare(fetchOwn: () => Promise<SnapshotEnvelope>, lease: Lease | undefined): Promise<SnapshotEnvelope> {
+  async #fetchAndShare(
+    fetchOwn: () => Promise<SnapshotEnvelope>,
+    lease: Lease | undefined,
+    codec: SnapshotCodec,
+  ): Promise<SnapshotEnvelope> {
     const { coordinator, clock, keepMs, log } = this.#o;
     const leaseMs = this.#o.leaseMs ?? SNAPSHOT_LEASE_MS;
     // Heartbeat: the lease lives while this replica works, and lapses soon after it dies.
@@ -117,7 +125,7 @@ export class SharedSnapshots {
     }
     if (lease === undefined) return envelope;
     try {
-      const record = stringify(await encodeStored(envelope));
+      const record = stringify(await codec.encode(envelope));
       const ttl = envelope.fetchedAt + keepMs - clock.now();
       if (ttl > 0 && !(await coordinator.write(SHARED_SNAPSHOT, record, lease, ttl))) {
         log.log("warn", "shared_write_fenced", { record: SHARED_SNAPSHOT, fence: lease.fence });

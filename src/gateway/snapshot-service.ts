@@ -12,7 +12,6 @@
 import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { sha256Hex } from "../http/upstream.ts";
-import type { SharedSnapshots } from "./shared-snapshot.ts";
 
 /** Storage key of the last good envelope. */
 export const SNAPSHOT_STORE_KEY = "snapshot:last";
@@ -42,8 +41,23 @@ export interface SnapshotServiceOptions {
   schedule: (p: Promise<unknown>) => void;
   /** Where the last good envelope survives a reset of the object; optional. */
   store?: KeyValueStore;
-  /** Replicas sharing one store (Deno/Bun): fetches run under its lease, the envelope is shared. */
-  shared?: SharedSnapshots;
+  /**
+   * Replicas sharing one store (Deno/Bun; src/gateway/shared-snapshot.ts): another replica's fresh
+   * envelope, else `fetchOwn` under their lease, the envelope stored with this service's own codec.
+   */
+  shared?: {
+    fetch(
+      fetchOwn: () => Promise<SnapshotEnvelope>,
+      heldFetchedAt: number | undefined,
+      codec: SnapshotCodec,
+    ): Promise<SnapshotEnvelope>;
+  };
+}
+
+/** How an envelope is stored (the service's own encoding, also for the replicas' shared store). */
+export interface SnapshotCodec {
+  encode(envelope: SnapshotEnvelope): Promise<unknown>;
+  decode(stored: unknown): Promise<SnapshotEnvelope | undefined>;
 }
 
 /** For /health. */
@@ -83,7 +97,7 @@ export class SnapshotService {
   readonly #staleMs: number;
   readonly #schedule: (p: Promise<unknown>) => void;
   readonly #store: KeyValueStore | undefined;
-  readonly #shared: SharedSnapshots | undefined;
+  readonly #shared: SnapshotServiceOptions["shared"];
 
   #snapshot: SnapshotEnvelope | undefined;
   #inflight: Promise<SnapshotEnvelope> | undefined;
@@ -199,20 +213,21 @@ export class SnapshotService {
   /** Joins the in-flight fetch, or starts one. */
   #refresh(): { promise: Promise<SnapshotEnvelope>; started: boolean } {
     if (this.#inflight) return { promise: this.#inflight, started: false };
-    const promise: Promise<SnapshotEnvelope> = this.#fetch().finally(() => {
+    const promise: Promise<SnapshotEnvelope> = this.#fetchAny().finally(() => {
       if (this.#inflight === promise) this.#inflight = undefined;
     });
     this.#inflight = promise;
     return { promise, started: true };
   }
 
-  /** With replicas: another's fresh envelope, or ours under the lease (see SharedSnapshots). */
-  async #fetch(): Promise<SnapshotEnvelope> {
+  /** With replicas: another's fresh envelope, or ours under their lease (see `shared`). */
+  async #fetchAny(): Promise<SnapshotEnvelope> {
     const shared = this.#shared;
-    if (shared === undefined) return this.#fetchOwn();
+    if (shared === undefined) return this.#fetch();
     let envelope: SnapshotEnvelope;
     try {
-      envelope = await shared.fetch(() => this.#fetchOwn(), this.#snapshot?.fetchedAt);
+      const codec: SnapshotCodec = { encode: encodeStored, decode: decodeStored };
+      envelope = await shared.fetch(() => this.#fetch(), this.#snapshot?.fetchedAt, codec);
     } catch (err) {
       this.#lastError = { info: toErrorInfo(err), at: this.#clock.now() };
       throw err;
@@ -224,7 +239,7 @@ export class SnapshotService {
     return this.#snapshot;
   }
 
-  async #fetchOwn(): Promise<SnapshotEnvelope> {
+  async #fetch(): Promise<SnapshotEnvelope> {
     this.#counters.snapshotFetches += 1;
     let result: { vehicles: unknown[]; dropped: number };
     try {
@@ -308,8 +323,7 @@ function estimateBytes(data: Uint8Array | string): number {
   return /[^\x00-\xff]/.test(data) ? data.length * 2 : data.length;
 }
 
-/** The envelope as stored (also in the replicas' shared store: src/gateway/shared-snapshot.ts). */
-export async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
+async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
   const base = {
     v: 1 as const,
     fetchedAt: envelope.fetchedAt,
@@ -327,7 +341,7 @@ export async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSn
 }
 
 /** The envelope back from storage, or undefined when the record is not one we wrote. */
-export async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
+async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
   if (typeof stored !== "object" || stored === null) return undefined;
   const s = stored as Partial<StoredSnapshot>;
   if (
