@@ -9,8 +9,11 @@
  * - Several processes on one SQLite file meet "database is locked" when their transactions
  *   collide: such an operation is retried (a few times, with jitter) before it counts as a failure.
  * - A value holds at most 64 KiB and one atomic operation at most 800 KiB: a record is a header
- *   (`{ gen, parts }`) and its text in parts under the generation, all written in one operation,
- *   the previous generation's parts deleted in the same one.
+ *   (`{ gen, parts }`) and its text in parts under a new generation. A small record is one atomic
+ *   operation; a larger one (a fleet of 20,000 vehicles is ~1.7 MB) writes its parts first, in
+ *   operations of ten, and then the header (with the fence check) in the last one. Parts nobody
+ *   points to (a write that lost its fence) are never read and expire with their `expireIn`.
+ *   The previous generation's parts are deleted with the header.
  */
 import { type Coordinator, type Lease, RecordTooLargeError } from "../gateway/coordination.ts";
 
@@ -55,8 +58,10 @@ async function unlocked<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Parts of one record at most (800 KiB per atomic operation, with room for keys and the header). */
-const MAX_PARTS = 12;
+/** Parts per atomic operation (800 KiB per operation, with room for keys and the header). */
+const PARTS_PER_OP = 10;
+/** Parts of one record at most: 60 MB, far beyond any fleet; a larger record is not shared. */
+const MAX_PARTS = 1_000;
 
 interface LeaseValue {
   fence: number;
@@ -196,11 +201,19 @@ export class DenoKvCoordinator implements Coordinator {
     const old = await this.#kv.get<Header>(headerKey);
     const gen = `${Date.now().toString(36)}-${(this.#seq++).toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
     const expireIn = Math.max(1, Math.ceil(ttlMs));
+    const part = (i: number) => value.slice(i * PART_CHARS, (i + 1) * PART_CHARS);
+    // All parts but the last operation's, ahead of the header: unreachable until it commits.
+    const inline = parts <= PARTS_PER_OP ? 0 : parts - PARTS_PER_OP;
+    for (let from = 0; from < inline; from += PARTS_PER_OP) {
+      const batch = this.#kv.atomic();
+      for (let i = from; i < Math.min(inline, from + PARTS_PER_OP); i++) {
+        batch.set([KV_KEY_PREFIX, "part", name, gen, i], part(i), { expireIn });
+      }
+      await batch.commit();
+    }
     const op = this.#kv.atomic().check({ key: headerKey, versionstamp: old.versionstamp });
     if (check) op.check(check);
-    for (let i = 0; i < parts; i++) {
-      op.set([KV_KEY_PREFIX, "part", name, gen, i], value.slice(i * PART_CHARS, (i + 1) * PART_CHARS), { expireIn });
-    }
+    for (let i = inline; i < parts; i++) op.set([KV_KEY_PREFIX, "part", name, gen, i], part(i), { expireIn });
     op.set(headerKey, { gen, parts, until: Date.now() + ttlMs } satisfies Header, { expireIn });
     if (old.value !== null) {
       for (let i = 0; i < old.value.parts; i++) op.delete([KV_KEY_PREFIX, "part", name, old.value.gen, i]);

@@ -4,6 +4,7 @@
  * file, and three real `bun` processes sharing one redis-server, against the partner sandbox.
  * The sandbox counts what the partner sees; the replicas' /health says what each one did.
  */
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -367,4 +368,65 @@ describe("a store the runtime cannot open", () => {
       await sandbox.close();
     }
   });
+});
+
+describe("the shared store's adapters, on the real stores", () => {
+  /** Runs the rules fixture with the real binary; its one JSON line. */
+  function rules(command: string, args: string[], store: string): Record<string, unknown> {
+    const bin = join(process.cwd(), "node_modules", ".bin", command);
+    const r = spawnSync(bin, [...args, "test/runtimes/fixtures/coordinator-rules.ts"], {
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? tmpdir(), NO_COLOR: "1", STORE: store },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    const line = r.stdout.trim().split("\n").at(-1) ?? "";
+    if (r.status !== 0 || !line.startsWith("{"))
+      throw new Error(`${command} exited ${r.status}\n${r.stdout}\n${r.stderr}`);
+    return JSON.parse(line) as Record<string, unknown>;
+  }
+  const EXPECTED = {
+    firstFence: 1,
+    secondWhileHeld: true,
+    bigWritten: true,
+    bigRead: true,
+    takenOver: true,
+    staleRenew: false,
+    staleWrite: false,
+    keptAfterStaleWrite: true,
+    newWrite: true,
+    deleteWrong: false,
+    deleteRight: true,
+    afterDelete: null,
+  };
+
+  it(
+    "Deno KV: one lease holder, fenced writes, 2 MB records, compare-and-delete",
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), "gateway-kv-rules-"));
+      try {
+        const out = rules(
+          "deno",
+          ["run", "--unstable-kv", `--allow-read=${dir}`, `--allow-write=${dir}`, "--allow-env"],
+          `kv:${join(dir, "kv.sqlite")}`,
+        );
+        expect(out).toEqual(EXPECTED);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    "Redis: one lease holder, fenced writes, 2 MB records, compare-and-delete",
+    async () => {
+      const redis = await startRedis();
+      try {
+        expect(rules("bun", [], redis.url)).toEqual(EXPECTED);
+      } finally {
+        await redis.stop();
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
 });
