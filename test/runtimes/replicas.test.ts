@@ -148,6 +148,9 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       const logs = procs.map((p) => p.output()).join("\n");
       expect(logs).toContain('"event":"snapshot_shared"');
       for (const secret of [...accessTokens, ...clientSecrets]) expect(logs).not.toContain(secret);
+      // A graceful stop closes the store's connection too: exit code 0, no hang.
+      const { code, signal } = await (procs[0] as RuntimeProcess).stop("SIGTERM");
+      expect({ code, signal }).toEqual({ code: 0, signal: null });
     },
     TEST_TIMEOUT_MS,
   );
