@@ -71,6 +71,18 @@ export class SharedSnapshots {
     });
   }
 
+  /**
+   * The stored envelope whatever its age (it is kept for TTL + stale window), for a replica that
+   * has none when its fetch fails: stale-if-error from another replica's copy. Never throws.
+   */
+  async lastGood(codec: SnapshotCodec): Promise<SnapshotEnvelope | undefined> {
+    try {
+      return await codec.decode(parse(await this.#o.coordinator.read(SHARED_SNAPSHOT)));
+    } catch {
+      return undefined;
+    }
+  }
+
   async #read(heldFetchedAt: number | undefined, codec: SnapshotCodec): Promise<SnapshotEnvelope | undefined> {
     const { coordinator, clock, ttlMs, log } = this.#o;
     const now = clock.now();

@@ -51,6 +51,8 @@ export interface SnapshotServiceOptions {
       heldFetchedAt: number | undefined,
       codec: SnapshotCodec,
     ): Promise<SnapshotEnvelope>;
+    /** The stored envelope whatever its age (undefined if none); never throws. */
+    lastGood(codec: SnapshotCodec): Promise<SnapshotEnvelope | undefined>;
   };
 }
 
@@ -225,11 +227,16 @@ export class SnapshotService {
     const shared = this.#shared;
     if (shared === undefined) return this.#fetch();
     let envelope: SnapshotEnvelope;
+    const codec: SnapshotCodec = { encode: encodeStored, decode: decodeStored };
     try {
-      const codec: SnapshotCodec = { encode: encodeStored, decode: decodeStored };
       envelope = await shared.fetch(() => this.#fetch(), this.#snapshot?.fetchedAt, codec);
     } catch (err) {
       this.#lastError = { info: toErrorInfo(err), at: this.#clock.now() };
+      // A replica with nothing of its own takes the others' last copy for stale-if-error.
+      if (this.#snapshot === undefined) {
+        const last = await shared.lastGood(codec);
+        if (this.#snapshot === undefined && last !== undefined) this.#snapshot = last;
+      }
       throw err;
     }
     if (!this.#snapshot || this.#snapshot.fetchedAt < envelope.fetchedAt) {

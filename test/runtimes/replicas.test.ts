@@ -90,11 +90,14 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   let sandbox: Sandbox | undefined;
   let store: Store | undefined;
   let procs: RuntimeProcess[] = [];
+  /** The settings the replicas of this test run with (one more may join). */
+  let replicaSettings: Record<string, string> = {};
 
   async function start(settings: Record<string, string> = {}): Promise<RuntimeProcess[]> {
     sandbox = await startSandbox({ port: 0, fleetSize: FLEET_SIZE, seed: 13, tickMs: 0 });
     store = await openStore(runtime);
     const all = { ...sandboxSettings(sandbox), ...store.settings, ...settings };
+    replicaSettings = all;
     procs = await Promise.all(
       Array.from({ length: REPLICAS }, () => startRuntime(runtime, all, 30_000, store?.flags ?? [])),
     );
@@ -297,6 +300,34 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       const c = s.counters();
       expect(c.token.total).toBe(2);
       expect(c.vehicles.total).toBe(1);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  it(
+    "serves a replica that starts cold during a partner outage from the others' stored copy (stale-if-error)",
+    async () => {
+      await start({ VEHICLES_TTL_S: "1" });
+      const s = sandbox as Sandbox;
+      expect((await burst(2)).flat().every((st) => st === 200)).toBe(true);
+      s.setFaults({ vehicles: { kind: "status", status: 503 } });
+      // The stored copy goes stale: a warm replica says so once its own revalidation failed.
+      const warm = procs[0] as RuntimeProcess;
+      await until(
+        "a stale answer from a warm replica",
+        async () => JSON.parse((await answer(warm.url, "/v1/vehicles?limit=1")).text) as { stale?: boolean },
+        (body) => body.stale === true,
+      );
+      const late = await startRuntime(runtime, replicaSettings, 30_000, store?.flags ?? []);
+      procs.push(late);
+      const a = await answer(late.url, "/v1/vehicles?limit=1");
+      expect(a.status).toBe(200);
+      const body = JSON.parse(a.text) as { stale: boolean; count: number };
+      expect(body.stale).toBe(true);
+      expect(body.count).toBe(1);
+      // It asked the partner no more than the one fetch of a single process (or none: the stored window).
+      const late503 = (await health(late)).gateway.counters.partnerRequests;
+      expect(late503).toBeLessThanOrEqual(1);
     },
     TEST_TIMEOUT_MS,
   );
