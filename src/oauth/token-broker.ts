@@ -150,6 +150,8 @@ export class TokenBroker implements TokenSource {
   #current: Current | undefined;
   /** The id of the token last reported rejected here: never taken back from the shared store. */
   #rejectedId: string | undefined;
+  /** The replicas' lease of the refresh in flight (undefined: none, or no shared store). */
+  #flightLease: Lease | undefined;
   #loaded: Promise<void> | undefined;
   #fingerprint: Promise<string> | undefined;
   /** The refresh in flight: every caller joins it. Cleared in `finally` only if still current. */
@@ -455,6 +457,8 @@ export class TokenBroker implements TokenSource {
 
   /** Up to MAX_ATTEMPTS token requests with backoff, within RETRY_BUDGET_MS; the lease renewed before each retry. */
   async #obtainOwn(lease: Lease | undefined): Promise<Current> {
+    // Flights never overlap (single flight), so the lease can wait in a field for #accept.
+    this.#flightLease = lease;
     const start = this.#clock.now();
     let err: AppError | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -469,7 +473,7 @@ export class TokenBroker implements TokenSource {
       this.#tokenRequests++;
       try {
         const grant = await requestToken(this.#fetch, this.#config, sentAt);
-        return await this.#accept(grant, lease);
+        return await this.#accept(grant);
       } catch (e) {
         err = toAppError(e);
         const fields: Record<string, unknown> = { code: err.code, attempt: attempt + 1 };
@@ -506,7 +510,8 @@ export class TokenBroker implements TokenSource {
     }
   }
 
-  async #accept(grant: TokenGrant, lease?: Lease): Promise<Current> {
+  async #accept(grant: TokenGrant): Promise<Current> {
+    const lease = this.#flightLease;
     const token: AccessToken = {
       value: grant.value,
       id: await tokenId(grant.value),
