@@ -7,6 +7,16 @@ import { type MapTiles, parseMapTiles } from "./map/tiles.ts";
 
 export type ClientAuthMethod = "client_secret_post" | "client_secret_basic";
 
+/**
+ * Where replicas of the Deno/Bun server share the token and the snapshot (GATEWAY_STORE):
+ * `memory` (each process alone), `kv:<path>` (Deno KV; empty path: the default database, Deno
+ * Deploy's), `redis://…` or `rediss://…` (Redis, Bun's client). The Worker ignores it.
+ */
+export type GatewayStore =
+  | { kind: "memory" }
+  | { kind: "kv"; path: string | undefined }
+  | { kind: "redis"; url: string };
+
 export interface Config {
   /** Keycloak token endpoint (RFC 6749 §3.2). */
   tokenUrl: string;
@@ -44,6 +54,11 @@ export interface Config {
   logRequests: "all" | "errors";
   /** MAP_TILES_URL and MAP_TILES_ATTRIBUTION for /map; undefined: a plain background. */
   mapTiles?: MapTiles;
+  /**
+   * Shared store of the Deno/Bun replicas (GATEWAY_STORE; parseConfig always fills it, absent means
+   * memory). A Redis URL may hold a password: never logged.
+   */
+  gatewayStore?: GatewayStore;
 }
 
 /** Names and defaults, for the README's config table and for errors. */
@@ -203,6 +218,12 @@ export function parseConfig(env: Env): Config {
 
   const map = parseMapTiles(str("MAP_TILES_URL"), str("MAP_TILES_ATTRIBUTION"));
   if ("problem" in map) bad(map.problem.setting, map.problem.reason);
+  const storeRaw = str("GATEWAY_STORE") ?? "memory";
+  let gatewayStore: GatewayStore = { kind: "memory" };
+  if (storeRaw.startsWith("kv:")) gatewayStore = { kind: "kv", path: storeRaw.slice(3).trim() || undefined };
+  else if (/^rediss?:\/\/[^/?#]/.test(storeRaw) && URL.canParse(storeRaw))
+    gatewayStore = { kind: "redis", url: storeRaw };
+  else if (storeRaw !== "memory") bad("GATEWAY_STORE", "must be memory, kv:<path> (Deno KV) or redis://host:port");
 
   const config: Config = {
     tokenUrl,
@@ -224,6 +245,7 @@ export function parseConfig(env: Env): Config {
     gatewayLocationHint: hint,
     logRequests: logRaw === "errors" ? "errors" : "all",
     mapTiles: "tiles" in map ? map.tiles : undefined,
+    gatewayStore,
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

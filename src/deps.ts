@@ -4,6 +4,7 @@
  */
 import type { Config, ConfigError } from "./config.ts";
 import type { ErrorCode, ErrorInfo } from "./errors.ts";
+import type { StoreStatus } from "./gateway/coordination.ts";
 
 /** Milliseconds since the epoch. Injected: in Workers `Date.now()` only advances across I/O. */
 export interface Clock {
@@ -122,6 +123,8 @@ export interface GatewayStatus {
   snapshot: { fetchedAt: number | undefined; ageS: number | undefined; count: number | undefined };
   breaker: { state: "closed" | "open" | "half-open"; retryAt: number | undefined };
   counters: GatewayCounters;
+  /** Deno/Bun replicas with GATEWAY_STORE: the shared store's state. */
+  store?: StoreStatus;
 }
 
 export interface WarmResult {

@@ -4,9 +4,11 @@
  */
 import type { Config } from "../config.ts";
 import type { Clock, FetchFn, KeyValueStore, Logger } from "../deps.ts";
-import { TokenBroker } from "../oauth/token-broker.ts";
+import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
 import { parsePartnerBody } from "../vehicles/schema.ts";
+import type { GuardedCoordinator } from "./coordination.ts";
 import { Gateway } from "./gateway.ts";
+import { SharedSnapshots } from "./shared-snapshot.ts";
 
 export interface GatewayPlatform {
   fetch: FetchFn;
@@ -15,10 +17,32 @@ export interface GatewayPlatform {
   log: Logger;
   /** Keep a background promise alive (ctx.waitUntil in a Durable Object). */
   schedule: (p: Promise<unknown>) => void;
+  /** Replicas on Deno/Bun sharing one store (GATEWAY_STORE); absent: this process alone. */
+  coordinator?: GuardedCoordinator;
 }
 
 export function createGateway(config: Config, p: GatewayPlatform): { gateway: Gateway; tokens: TokenBroker } {
-  const tokens = new TokenBroker({ config, fetch: p.fetch, store: p.store, clock: p.clock, log: p.log });
+  const c = p.coordinator;
+  const tokens = new TokenBroker({
+    config,
+    fetch: p.fetch,
+    store: p.store,
+    clock: p.clock,
+    log: p.log,
+    ...(c ? { coordinator: c } : {}),
+  });
+  const ttlMs = config.vehiclesTtlS * 1000;
+  const shared = c
+    ? new SharedSnapshots({
+        coordinator: c,
+        clock: p.clock,
+        log: p.log,
+        ttlMs,
+        keepMs: ttlMs + config.vehiclesStaleS * 1000,
+        // A token refresh (its retry budget) and a partner request with one replay.
+        maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
+      })
+    : undefined;
   const gateway = new Gateway({
     config,
     fetch: p.fetch,
@@ -28,6 +52,7 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
     store: p.store,
     parseBody: (text) => parsePartnerBody(text, config.partnerMaxVehicles),
     schedule: p.schedule,
+    ...(shared ? { sharedSnapshots: shared } : {}),
   });
   return { gateway, tokens };
 }

@@ -49,6 +49,8 @@ export interface GatewayOptions {
   schedule: (p: Promise<unknown>) => void;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Replicas on Deno/Bun: the snapshot shared through their store (a SharedSnapshots, shared-snapshot.ts). */
+  sharedSnapshots?: ConstructorParameters<typeof SnapshotService>[0]["shared"];
 }
 
 export class Gateway implements SnapshotSource {
@@ -114,6 +116,7 @@ export class Gateway implements SnapshotSource {
       schedule: opts.schedule,
       store: opts.store,
     };
+    if (opts.sharedSnapshots) snapshotOpts.shared = opts.sharedSnapshots;
     this.#snapshots = new SnapshotService(snapshotOpts);
   }
 

@@ -44,6 +44,25 @@ export interface SnapshotServiceOptions {
   schedule: (p: Promise<unknown>) => void;
   /** Where the last good envelope survives a reset of the object; optional. */
   store?: KeyValueStore;
+  /**
+   * Replicas sharing one store (Deno/Bun; src/gateway/shared-snapshot.ts): another replica's fresh
+   * envelope, else `fetchOwn` under their lease, the envelope stored with this service's own codec.
+   */
+  shared?: {
+    fetch(
+      fetchOwn: () => Promise<SnapshotEnvelope>,
+      heldFetchedAt: number | undefined,
+      codec: SnapshotCodec,
+    ): Promise<SnapshotEnvelope>;
+    /** The stored envelope whatever its age (undefined if none); never throws. */
+    lastGood(codec: SnapshotCodec): Promise<SnapshotEnvelope | undefined>;
+  };
+}
+
+/** How an envelope is stored (the service's own encoding, also for the replicas' shared store). */
+export interface SnapshotCodec {
+  encode(envelope: SnapshotEnvelope): Promise<unknown>;
+  decode(stored: unknown): Promise<SnapshotEnvelope | undefined>;
 }
 
 /** For /health. */
@@ -83,6 +102,7 @@ export class SnapshotService {
   readonly #staleMs: number;
   readonly #schedule: (p: Promise<unknown>) => void;
   readonly #store: KeyValueStore | undefined;
+  readonly #shared: SnapshotServiceOptions["shared"];
 
   #snapshot: SnapshotEnvelope | undefined;
   #inflight: Promise<SnapshotEnvelope> | undefined;
@@ -104,6 +124,7 @@ export class SnapshotService {
     this.#staleMs = opts.staleMs;
     this.#schedule = opts.schedule;
     this.#store = opts.store;
+    this.#shared = opts.shared;
   }
 
   /**
@@ -211,11 +232,35 @@ export class SnapshotService {
   /** Joins the in-flight fetch, or starts one. */
   #refresh(): { promise: Promise<SnapshotEnvelope>; started: boolean } {
     if (this.#inflight) return { promise: this.#inflight, started: false };
-    const promise: Promise<SnapshotEnvelope> = this.#fetch().finally(() => {
+    const promise: Promise<SnapshotEnvelope> = this.#fetchAny().finally(() => {
       if (this.#inflight === promise) this.#inflight = undefined;
     });
     this.#inflight = promise;
     return { promise, started: true };
+  }
+
+  /** With replicas: another's fresh envelope, or ours under their lease (see `shared`). */
+  async #fetchAny(): Promise<SnapshotEnvelope> {
+    const shared = this.#shared;
+    if (shared === undefined) return this.#fetch();
+    let envelope: SnapshotEnvelope;
+    const codec: SnapshotCodec = { encode: encodeStored, decode: decodeStored };
+    try {
+      envelope = await shared.fetch(() => this.#fetch(), this.#snapshot?.fetchedAt, codec);
+    } catch (err) {
+      this.#lastError = { info: toErrorInfo(err), at: this.#clock.now() };
+      // A replica with nothing of its own takes the others' last copy for stale-if-error.
+      if (this.#snapshot === undefined) {
+        const last = await shared.lastGood(codec);
+        if (this.#snapshot === undefined && last !== undefined) this.#snapshot = last;
+      }
+      throw err;
+    }
+    if (!this.#snapshot || this.#snapshot.fetchedAt < envelope.fetchedAt) {
+      this.#snapshot = envelope;
+      this.#lastError = undefined;
+    }
+    return this.#snapshot;
   }
 
   async #fetch(): Promise<SnapshotEnvelope> {

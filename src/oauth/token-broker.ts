@@ -10,12 +10,18 @@
 import type { Config } from "../config.ts";
 import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource, TokenStatus } from "../deps.ts";
 import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
+import { coordinated, type GuardedCoordinator, type Lease, LeaseLostError } from "../gateway/coordination.ts";
 import { backoffMs, sha256Hex } from "../http/upstream.ts";
 import { isUsable, minRefreshIntervalMs, scheduleRefresh, usableUntil } from "./refresh-timing.ts";
 import { oauthErrorText, requestToken, type TokenGrant } from "./token-endpoint.ts";
 
 /** Storage key of the persisted token. */
 export const TOKEN_STORE_KEY = "oauth:token";
+/** Shared-store names (replicas on Deno/Bun): the lease and record of the token, and its failure window. */
+export const SHARED_TOKEN = "token";
+export const SHARED_TOKEN_GATE = "token-gate";
+/** A token lease lasts one attempt (the token timeout) plus this; the holder renews it before each retry. */
+export const TOKEN_LEASE_MARGIN_MS = 1_000;
 
 /** Token requests per getToken() at most: enough to ride out a blip, too few to hammer. */
 export const MAX_ATTEMPTS = 3;
@@ -65,6 +71,18 @@ export interface TokenBrokerOptions {
   log: Logger;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * Replicas sharing one store (Deno KV, Redis): refreshes run under its lease, the token and the
+   * failure windows are shared. Absent: this process alone (the Durable Object needs none).
+   */
+  coordinator?: GuardedCoordinator;
+}
+
+/** A failure window as the replicas share it. */
+interface SharedGate {
+  until: number;
+  error: ErrorInfo;
+  fingerprint: string;
 }
 
 interface Current {
@@ -127,8 +145,13 @@ export class TokenBroker implements TokenSource {
   readonly #log: Logger;
   readonly #random: () => number;
   readonly #sleep: (ms: number) => Promise<void>;
+  readonly #coordinator: GuardedCoordinator | undefined;
 
   #current: Current | undefined;
+  /** The id of the token last reported rejected here: never taken back from the shared store. */
+  #rejectedId: string | undefined;
+  /** The replicas' lease of the refresh in flight (undefined: none, or no shared store). */
+  #flightLease: Lease | undefined;
   #loaded: Promise<void> | undefined;
   #fingerprint: Promise<string> | undefined;
   /** The refresh in flight: every caller joins it. Cleared in `finally` only if still current. */
@@ -150,6 +173,7 @@ export class TokenBroker implements TokenSource {
     this.#log = opts.log;
     this.#random = opts.random ?? Math.random;
     this.#sleep = opts.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+    this.#coordinator = opts.coordinator;
   }
 
   /** Token requests sent since this instance started (each attempt counts). */
@@ -203,8 +227,11 @@ export class TokenBroker implements TokenSource {
     this.#forcedRefreshes++;
     // Synchronously (no await since the id check) retire it, so concurrent reports see no match.
     this.#current = undefined;
+    this.#rejectedId = id;
     this.#log.log("info", "token_invalidated", { tokenId: id });
     this.#store.delete(TOKEN_STORE_KEY).catch((err: unknown) => this.#logStoreFailure("delete", err));
+    // Across replicas, compare-and-swap too: only the record that still holds this token goes.
+    await this.#retireShared(id);
     // A refresh already in flight yields a new token: join it rather than start another.
     try {
       await this.#refresh();
@@ -355,8 +382,83 @@ export class TokenBroker implements TokenSource {
     return flight;
   }
 
-  /** One refresh: up to MAX_ATTEMPTS token requests with backoff, within RETRY_BUDGET_MS. */
-  async #obtain(): Promise<Current> {
+  /** One refresh: with replicas, under their lease (or another's result); else this process's own. */
+  #obtain(): Promise<Current> {
+    const coordinator = this.#coordinator;
+    if (coordinator === undefined) return this.#obtainOwn(undefined);
+    return coordinated({
+      coordinator,
+      lease: SHARED_TOKEN,
+      leaseMs: this.#config.tokenTimeoutMs + TOKEN_LEASE_MARGIN_MS,
+      clock: this.#clock,
+      sleep: this.#sleep,
+      readShared: () => this.#readShared(coordinator),
+      work: (lease) => this.#obtainOwn(lease),
+    });
+  }
+
+  /**
+   * The shared token, taken over when it is ours to use (same settings, usable, not the one
+   * reported rejected here) and better than the one held. Else, inside a shared failure window,
+   * fails fast with it (and opens the same window here): replicas honour Retry-After and the
+   * negative cache together.
+   */
+  async #readShared(coordinator: GuardedCoordinator): Promise<Current | undefined> {
+    const now = this.#clock.now();
+    const fingerprint = await this.#fingerprintOf();
+    const stored = parseJson<StoredToken>(await coordinator.read(SHARED_TOKEN));
+    // A usable token first: a failed refresh elsewhere leaves the old one good, as in one process.
+    if (isStoredToken(stored) && stored.fingerprint === fingerprint) {
+      const token: AccessToken = {
+        value: stored.value,
+        id: await tokenId(stored.value),
+        expiresAt: stored.expiresAt,
+        obtainedAt: stored.obtainedAt,
+      };
+      const cur = this.#current;
+      const better = cur === undefined || token.expiresAt > cur.token.expiresAt;
+      if (token.id !== this.#rejectedId && isUsable(token, now) && better) {
+        const current: Current = { token, refreshAt: scheduleRefresh(token, this.#random) };
+        this.#current = current;
+        this.#gate = undefined;
+        this.#consecutiveFailures = 0;
+        this.#lastError = undefined;
+        this.#log.log("info", "token_shared", {
+          tokenId: token.id,
+          secondsLeft: Math.floor((token.expiresAt - now) / 1000),
+        });
+        return current;
+      }
+    }
+    const gate = parseJson<SharedGate>(await coordinator.read(SHARED_TOKEN_GATE));
+    if (gate && gate.fingerprint === fingerprint && typeof gate.until === "number" && gate.until > now) {
+      this.#gate = { until: gate.until, error: gate.error };
+      this.#lastError = gate.error.code;
+      const retryAfterS = Math.max(1, Math.ceil((gate.until - now) / 1000));
+      throw AppError.fromInfo({ ...gate.error, retryAfterS });
+    }
+    return undefined;
+  }
+
+  /** Removes the shared token if it is still the one with this id (compare-and-delete). */
+  async #retireShared(id: string): Promise<void> {
+    const coordinator = this.#coordinator;
+    if (coordinator === undefined) return;
+    try {
+      const raw = await coordinator.read(SHARED_TOKEN);
+      const stored = parseJson<StoredToken>(raw);
+      if (raw !== undefined && isStoredToken(stored) && (await tokenId(stored.value)) === id) {
+        await coordinator.deleteIf(SHARED_TOKEN, raw);
+      }
+    } catch {
+      // Store down: logged by the guard; the id check in #readShared still keeps the token out.
+    }
+  }
+
+  /** Up to MAX_ATTEMPTS token requests with backoff, within RETRY_BUDGET_MS; the lease renewed before each retry. */
+  async #obtainOwn(lease: Lease | undefined): Promise<Current> {
+    // Flights never overlap (single flight), so the lease can wait in a field for #accept.
+    this.#flightLease = lease;
     const start = this.#clock.now();
     let err: AppError | undefined;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -364,6 +466,7 @@ export class TokenBroker implements TokenSource {
         const delay = backoffMs(attempt - 1, BACKOFF_BASE_MS, BACKOFF_CAP_MS, this.#random);
         // Start another attempt only if it can finish within the budget.
         if (this.#clock.now() + delay + this.#config.tokenTimeoutMs - start > RETRY_BUDGET_MS) break;
+        if (lease !== undefined) await this.#renew(lease, delay + this.#config.tokenTimeoutMs + TOKEN_LEASE_MARGIN_MS);
         await this.#sleep(delay);
       }
       this.#tokenRequests++;
@@ -383,10 +486,33 @@ export class TokenBroker implements TokenSource {
         if (err.retryAfterS !== undefined && err.retryAfterS > 0) break;
       }
     }
-    throw this.#fail(err ?? new AppError("internal"));
+    throw await this.#fail(err ?? new AppError("internal"), lease);
+  }
+
+  /** Keeps the lease for the next attempt; another replica holding it now means stop and wait for its token. */
+  async #renew(lease: Lease, ttlMs: number): Promise<void> {
+    let held: boolean;
+    try {
+      held = (await this.#coordinator?.renew(lease, ttlMs)) ?? true;
+    } catch {
+      return; // Store down: carry on as a single process would.
+    }
+    if (!held) throw new LeaseLostError();
+  }
+
+  /** Publishes a record to the other replicas, fenced by the lease; best effort. */
+  async #share(name: string, record: unknown, lease: Lease | undefined, ttlMs: number): Promise<void> {
+    if (lease === undefined || this.#coordinator === undefined || ttlMs <= 0) return;
+    try {
+      const written = await this.#coordinator.write(name, JSON.stringify(record), lease, ttlMs);
+      if (!written) this.#log.log("warn", "shared_write_fenced", { record: name, fence: lease.fence });
+    } catch {
+      // Store down: logged once by the guard; the other replicas fall back to their own.
+    }
   }
 
   async #accept(grant: TokenGrant): Promise<Current> {
+    const lease = this.#flightLease;
     const token: AccessToken = {
       value: grant.value,
       id: await tokenId(grant.value),
@@ -412,11 +538,12 @@ export class TokenBroker implements TokenSource {
       // Losing persistence costs one token request after a reset, not this token.
       this.#logStoreFailure("put", err);
     }
+    await this.#share(SHARED_TOKEN, stored, lease, token.expiresAt - this.#clock.now());
     return current;
   }
 
-  /** Records a failed refresh and opens the matching error window. */
-  #fail(err: AppError): AppError {
+  /** Records a failed refresh and opens the matching error window (for every replica, with a lease). */
+  async #fail(err: AppError, lease?: Lease): Promise<AppError> {
     const now = this.#clock.now();
     this.#lastError = err.code;
     this.#consecutiveFailures++;
@@ -432,6 +559,8 @@ export class TokenBroker implements TokenSource {
     const usable = this.#current !== undefined && isUsable(this.#current.token, now);
     fields.servingOldToken = usable;
     this.#log.log(err.code === "token_client_rejected" || !usable ? "error" : "warn", "token_refresh_failed", fields);
+    const gate: SharedGate = { until: now + windowMs, error: info, fingerprint: await this.#fingerprintOf() };
+    await this.#share(SHARED_TOKEN_GATE, gate, lease, windowMs);
     // Every caller, this flight's and those failing fast inside the window, learns when to retry.
     return AppError.fromInfo({ ...info, retryAfterS: Math.max(1, Math.ceil(windowMs / 1000)) });
   }
@@ -439,4 +568,24 @@ export class TokenBroker implements TokenSource {
   #logStoreFailure(op: "get" | "put" | "delete", err: unknown): void {
     this.#log.log("warn", "token_store_failed", { op, error: err instanceof Error ? err.name : typeof err });
   }
+}
+
+function parseJson<T>(raw: string | undefined): T | undefined {
+  if (raw === undefined) return undefined;
+  try {
+    return JSON.parse(raw) as T;
+  } catch {
+    return undefined;
+  }
+}
+
+function isStoredToken(s: unknown): s is StoredToken {
+  if (typeof s !== "object" || s === null) return false;
+  const t = s as Partial<StoredToken>;
+  return (
+    typeof t.value === "string" &&
+    typeof t.expiresAt === "number" &&
+    typeof t.obtainedAt === "number" &&
+    typeof t.fingerprint === "string"
+  );
 }

@@ -25,6 +25,7 @@ import {
   systemClock,
 } from "../deps.ts";
 import { AppError, type ErrorInfo } from "../errors.ts";
+import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
@@ -60,6 +61,36 @@ export interface ServerOptions {
   cache?: ResponseCache;
   /** The map's static files (`public/`), answered before the app as Workers Static Assets are. */
   assets?: ReadAsset;
+  /** The replicas' shared store (openCoordinator); absent: this process alone. Closed by close(). */
+  coordinator?: Coordinator;
+}
+
+/** How a runtime opens the stores it has: Deno KV on Deno, Redis on Bun. */
+export interface StoreOpeners {
+  kv?: (path: string | undefined) => Promise<Coordinator>;
+  redis?: (url: string) => Coordinator | undefined;
+}
+
+/**
+ * The shared store GATEWAY_STORE names (undefined for `memory`, or when the settings are invalid:
+ * the app reports those). A store this runtime cannot open is a startup error naming the setting,
+ * never its value (a Redis URL may hold a password).
+ */
+export async function openCoordinator(
+  settings: Settings,
+  runtime: string,
+  openers: StoreOpeners,
+): Promise<Coordinator | undefined> {
+  const config = configFor(settings as Record<string, unknown>);
+  if (config instanceof Error) return undefined;
+  const store = config.gatewayStore ?? { kind: "memory" };
+  if (store.kind === "kv" && openers.kv) return openers.kv(store.path);
+  if (store.kind === "redis") {
+    const c = openers.redis?.(store.url);
+    if (c) return c;
+  }
+  if (store.kind === "memory") return undefined;
+  throw new Error(`GATEWAY_STORE: ${store.kind} is not available on ${runtime}`);
 }
 
 /** A wired server: hand `fetch` to the runtime's HTTP server, call `close` on shutdown. */
@@ -211,6 +242,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
   };
 
   const config = configFor(settings as Record<string, unknown>);
+  const shared = opts.coordinator ? new GuardedCoordinator(opts.coordinator, { clock, log }) : undefined;
   let gateway: SnapshotSource = unconfigured;
   let alarm: TokenAlarm | undefined;
   if (config instanceof Error) {
@@ -222,6 +254,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
       clock,
       log,
       schedule: track,
+      ...(shared ? { coordinator: shared } : {}),
     }).gateway;
     const tokenAlarm = new TokenAlarm(inner, clock);
     alarm = tokenAlarm;
@@ -232,7 +265,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
         tokenAlarm.arm();
         return result;
       },
-      status: () => inner.status(),
+      status: async () => (shared ? { ...(await inner.status()), store: shared.status() } : inner.status()),
       async warm(o) {
         const result = await inner.warm(o);
         tokenAlarm.arm();
@@ -291,6 +324,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
         };
         await Promise.race([drain(), deadline]);
         timer?.clear();
+        await shared?.close();
       })();
       return closing;
     },

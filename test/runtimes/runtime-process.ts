@@ -52,6 +52,8 @@ export async function startRuntime(
   runtime: Runtime,
   settings: Record<string, string>,
   timeoutMs = 20_000,
+  /** Runtime flags before the script (Deno KV: `--unstable-kv`, `--allow-read=…`). */
+  flags: string[] = [],
 ): Promise<RuntimeProcess> {
   // Deno's Cache API is on disk under DENO_DIR and outlives the process: a private one per run,
   // so no run reads another's snapshot and nothing piles up.
@@ -66,7 +68,8 @@ export async function startRuntime(
     ...settings,
   };
   const [command, args] = COMMANDS[runtime];
-  const child = spawn(command, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  const argv = flags.length > 0 ? [...args.slice(0, -1), ...flags, ...args.slice(-1)] : args;
+  const child = spawn(command, argv, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   child.stdout.setEncoding("utf8");
   child.stderr.setEncoding("utf8");
