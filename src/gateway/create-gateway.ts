@@ -8,7 +8,7 @@ import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
 import { parsePartnerBody } from "../vehicles/schema.ts";
 import type { GuardedCoordinator } from "./coordination.ts";
 import { Gateway } from "./gateway.ts";
-import { SharedSnapshots } from "./shared-snapshot.ts";
+import type { SharedSnapshots, SharedSnapshotsOptions } from "./shared-snapshot.ts";
 
 export interface GatewayPlatform {
   fetch: FetchFn;
@@ -19,6 +19,11 @@ export interface GatewayPlatform {
   schedule: (p: Promise<unknown>) => void;
   /** Replicas on Deno/Bun sharing one store (GATEWAY_STORE); absent: this process alone. */
   coordinator?: GuardedCoordinator;
+  /**
+   * Builds the replicas' shared snapshots (server.ts: `(o) => new SharedSnapshots(o)`). Injected,
+   * not imported, so the Worker's bundle (50 KB budget) carries no code it never runs.
+   */
+  shareSnapshots?: (opts: SharedSnapshotsOptions) => SharedSnapshots;
 }
 
 export function createGateway(config: Config, p: GatewayPlatform): { gateway: Gateway; tokens: TokenBroker } {
@@ -32,17 +37,18 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
     ...(c ? { coordinator: c } : {}),
   });
   const ttlMs = config.vehiclesTtlS * 1000;
-  const shared = c
-    ? new SharedSnapshots({
-        coordinator: c,
-        clock: p.clock,
-        log: p.log,
-        ttlMs,
-        keepMs: ttlMs + config.vehiclesStaleS * 1000,
-        // A token refresh (its retry budget) and a partner request with one replay.
-        maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
-      })
-    : undefined;
+  const shared =
+    c && p.shareSnapshots
+      ? p.shareSnapshots({
+          coordinator: c,
+          clock: p.clock,
+          log: p.log,
+          ttlMs,
+          keepMs: ttlMs + config.vehiclesStaleS * 1000,
+          // A token refresh (its retry budget) and a partner request with one replay.
+          maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
+        })
+      : undefined;
   const gateway = new Gateway({
     config,
     fetch: p.fetch,

@@ -28,6 +28,7 @@ import { AppError, type ErrorInfo } from "../errors.ts";
 import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
+import { SharedSnapshots } from "../gateway/shared-snapshot.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
 import { warmUp } from "../warmup.ts";
 import { processCache } from "./process-cache.ts";
@@ -254,7 +255,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
       clock,
       log,
       schedule: track,
-      ...(shared ? { coordinator: shared } : {}),
+      ...(shared ? { coordinator: shared, shareSnapshots: (o) => new SharedSnapshots(o) } : {}),
     }).gateway;
     const tokenAlarm = new TokenAlarm(inner, clock);
     alarm = tokenAlarm;
