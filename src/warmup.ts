@@ -1,7 +1,13 @@
 /**
- * The cron warm-up: the token stays valid past the next tick, the gateway's snapshot is fresh,
- * and this data centre's cache is filled. Never throws; failures are logged and counted, and a
+ * The cron warm-up: the token stays valid past the next tick and the gateway's snapshot is fresh;
+ * then the snapshot feed is asked once. Never throws; failures are logged and counted, and a
  * failing partner is protected by the gateway's own backoff and breaker, so a tick cannot storm.
+ *
+ * On Workers it does not fill isolate memory or the Cache API (`fillTiers` false): Cloudflare runs
+ * cron triggers on underused machines, not in the data centres users reach, so those copies would
+ * warm nobody. The feed call is cheap and may help: with Workers Cache on it fills the cron
+ * location's tiers, and the upper tier is shared with other data centres. A Deno or Bun server
+ * warms itself, in the process that serves its users: there the tiers are filled.
  */
 import { ConfigError } from "./config.ts";
 import type { Deps } from "./deps.ts";
@@ -20,7 +26,13 @@ const TICK_SLACK_S = 30;
 
 export async function warmUp(
   deps: Deps,
-  opts: { waitUntil: (p: Promise<unknown>) => void; intervalS: number; scheduledTime?: number },
+  opts: {
+    waitUntil: (p: Promise<unknown>) => void;
+    intervalS: number;
+    scheduledTime?: number;
+    /** Fill this process's isolate memory and cache too (a long-lived server's own warm-up). */
+    fillTiers?: boolean;
+  },
 ): Promise<WarmUpReport> {
   const report: WarmUpReport = {
     ok: false,
@@ -39,9 +51,13 @@ export async function warmUp(
     report.tokenSecondsLeft = warm.tokenSecondsLeft;
     report.snapshotFetchedAt = warm.snapshotFetchedAt;
     if (warm.error) report.error = warm.error.code;
-    else {
+    else if (opts.fillTiers) {
       await warmTiers({ deps, config, waitUntil: opts.waitUntil });
       report.ok = true;
+    } else {
+      const fed = await deps.gateway.getSnapshot();
+      if (fed.ok) report.ok = true;
+      else report.error = fed.error.code;
     }
   } catch (err) {
     report.error = err instanceof AppError ? err.code : "internal";

@@ -294,7 +294,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
     if (warming) return;
     warming = true;
     track(
-      warmUp(deps, { waitUntil: track, intervalS, scheduledTime: clock.now() }).finally(() => {
+      warmUp(deps, { waitUntil: track, intervalS, scheduledTime: clock.now(), fillTiers: true }).finally(() => {
         warming = false;
       }),
     );

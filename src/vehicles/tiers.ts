@@ -346,7 +346,7 @@ async function readEntry(
   }
 }
 
-/** Warm-up: fill this data centre's cache (and isolate memory) from the gateway object. */
+/** Warm-up of a long-lived server: fill its memory (and cache) with a snapshot younger than half a TTL. */
 export async function warmTiers(t: TierContext): Promise<void> {
   await fill(t, t.deps.clock.now() - (t.config.vehiclesTtlS * 1000) / 2);
 }

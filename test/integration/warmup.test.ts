@@ -7,10 +7,10 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
+import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import worker from "../../src/runtimes/cloudflare/worker.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { advanceClock, coldStart, get, sandbox, workerConfig } from "../support/harness.ts";
+import { advanceClock, coldStart, get, health, sandbox, workerConfig } from "../support/harness.ts";
 
 /**
  * One cron tick: the Worker's own `scheduled` export, called as the runtime calls it. (In this
@@ -54,24 +54,21 @@ describe("scheduled warm-up", () => {
     await sandbox.clearFaults();
   });
 
-  it("from cold: one token request, one partner request, then vehicles are served with no partner request", async () => {
+  it("from cold: one token request, one partner request, the feed asked once; nothing filled here; vehicles then cost the partner nothing", async () => {
     expect(await l2Filled()).toBe(false);
     await tick();
     expect(await counts()).toEqual({ token: 1, vehicles: 1, unexpected: 0 });
-    expect(await l2Filled()).toBe(true);
+    // Cron runs where users are not: neither this data centre's cache nor isolate memory is filled.
+    expect(await l2Filled()).toBe(false);
+    const h = await health();
+    expect(h.body.gateway.counters.feedRequests).toBe(1);
+    expect(h.body.isolate).toMatchObject({ fills: 0, cacheReads: 0 });
 
-    // This isolate's memory is warm...
-    const warm = await get("/v1/vehicles?limit=2");
-    expect(warm.status).toBe(200);
-    expect(warm.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
-    expect(((await warm.json()) as { vehicles: unknown[] }).vehicles).toHaveLength(2);
-
-    // ...and so is the data centre's cache: a fresh isolate is served from it.
-    resetIsolate();
-    const fromCache = await get("/v1/vehicles?limit=2");
-    expect(fromCache.status).toBe(200);
-    expect(fromCache.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
-    await fromCache.body?.cancel();
+    // The first request fills from the object's fresh snapshot: no partner call.
+    const first = await get("/v1/vehicles?limit=2");
+    expect(first.status).toBe(200);
+    expect(first.headers.get("cache-status")).toMatch(/^gateway-object; fwd=miss; stored/);
+    expect(((await first.json()) as { vehicles: unknown[] }).vehicles).toHaveLength(2);
 
     expect(await counts()).toEqual({ token: 1, vehicles: 1, unexpected: 0 });
   });
