@@ -668,6 +668,19 @@ async function startSteal(host: string, port: number, handler: Parameters<typeof
 }
 
 /** Starts a sandbox; resolves once it listens (well under a second). */
+/**
+ * The fleet size `npm start` and `npm run start:deno|bun` give the sandbox: SANDBOX_FLEET_SIZE from
+ * the environment (e.g. 20000, the real fleet's size), else 2,000. A bad value stops the start.
+ */
+export function sandboxFleetSize(env: Record<string, string | undefined> = process.env): number {
+  const raw = env.SANDBOX_FLEET_SIZE;
+  if (raw === undefined || raw === "") return 2000;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 1_000_000)
+    throw new TypeError("SANDBOX_FLEET_SIZE: a whole number, 0..1000000");
+  return n;
+}
+
 export async function startSandbox(opts: SandboxOptions = {}): Promise<Sandbox> {
   const host = opts.host ?? "127.0.0.1";
   const fleetSize = opts.fleetSize ?? 2000;

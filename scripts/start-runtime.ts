@@ -10,7 +10,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Sandbox, startSandbox } from "../sandbox/index.ts";
+import { type Sandbox, sandboxFleetSize, startSandbox } from "../sandbox/index.ts";
 import { vendorMap } from "./vendor-map.ts";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -42,10 +42,10 @@ let sandbox: Sandbox | undefined;
 const env: NodeJS.ProcessEnv = { ...process.env };
 if (!Object.keys(process.env).some((k) => k.startsWith("PARTNER_"))) {
   try {
-    sandbox = await startSandbox({ port: SANDBOX_PORT });
+    sandbox = await startSandbox({ port: SANDBOX_PORT, fleetSize: sandboxFleetSize() });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EADDRINUSE") throw err;
-    sandbox = await startSandbox({ port: 0 });
+    sandbox = await startSandbox({ port: 0, fleetSize: sandboxFleetSize() });
   }
   const { post } = sandbox.clients;
   Object.assign(env, {

@@ -27,7 +27,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { type Sandbox, startSandbox } from "../sandbox/index.ts";
+import { type Sandbox, sandboxFleetSize, startSandbox } from "../sandbox/index.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const DEFAULT_PORT = 8787;
@@ -150,7 +150,11 @@ export async function startLocal(opts: StartOptions = {}): Promise<Local> {
     partner = settings?.vars.PARTNER_API_URL || tomlVar("PARTNER_API_URL") || "(PARTNER_API_URL unset)";
   } else {
     const wanted = opts.sandboxPort ?? DEFAULT_SANDBOX_PORT;
-    sandbox = await startSandbox({ port: (await portIsFree(wanted, host)) ? wanted : 0, host });
+    sandbox = await startSandbox({
+      port: (await portIsFree(wanted, host)) ? wanted : 0,
+      host,
+      fleetSize: sandboxFleetSize(),
+    });
     const { post } = sandbox.clients;
     persistDir = await mkdtemp(join(tmpdir(), "sharenow-gateway-dev-"));
     // `--var NAME:VALUE` splits at the first colon only, so the sandbox secret's `:` survives;
