@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Counters, PIN_MARKER, type Sandbox, startSandbox, type Vehicle } from "../../sandbox/index.ts";
-import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
+import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime, until } from "./runtime-process.ts";
 
 const FLEET_SIZE = 2000;
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -14,17 +14,6 @@ const REQUEST_TIMEOUT_MS = 10_000;
 async function get(base: string, path: string): Promise<{ res: Response; text: string }> {
   const res = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   return { res, text: await res.text() };
-}
-
-/** Polls until `done` holds (or throws after `timeoutMs`). */
-async function until<T>(what: string, read: () => T | Promise<T>, done: (v: T) => boolean, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Every string value anywhere in a JSON document (a PIN could hide under any key). */

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it, onTestFailed } from "vitest";
 import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
 import { type RedisServer, startRedis } from "./redis-server.ts";
-import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
+import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime, until } from "./runtime-process.ts";
 
 const REPLICAS = 3;
 const FLEET_SIZE = 200;
@@ -52,17 +52,6 @@ async function answer(base: string, path: string) {
 async function health(p: RuntimeProcess): Promise<Health> {
   const res = await fetch(`${p.url}/health`, { signal: AbortSignal.timeout(10_000) });
   return (await res.json()) as Health;
-}
-
-/** Polls until `done` holds (or throws after `timeoutMs`): states, never guessed sleeps. */
-async function until<T>(what: string, read: () => T | Promise<T>, done: (v: T) => boolean, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** The shared store of one runtime: a Deno KV file in a temp dir, or a private redis-server. */

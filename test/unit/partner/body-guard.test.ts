@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { createFleet } from "../../../sandbox/fleet.ts";
+import { mulberry32 } from "../../../sandbox/prng.ts";
 import {
   bodyLimits,
   CONTAINERS_PER_VEHICLE,
@@ -65,18 +66,6 @@ describe("checkBodyShape", () => {
   });
 });
 
-/** mulberry32: a small seeded PRNG, so a failure names its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A random JSON value; strings may hold structural characters when `tricky`. */
 function randomJson(r: () => number, depth: number, tricky: boolean): unknown {
   const pick = r();
@@ -111,7 +100,7 @@ describe("checkBodyShape against the parsed tree (seeded random bodies)", () => 
   it("without structural characters in strings the counts are exact; with them, upper bounds; never accepts past a limit", () => {
     let refusedChecks = 0;
     for (let seed = 1; seed <= 400; seed++) {
-      const r = prng(seed);
+      const r = mulberry32(seed);
       const tricky = seed % 2 === 0;
       const text = JSON.stringify(Array.from({ length: 1 + Math.floor(r() * 6) }, () => randomJson(r, 1, tricky)));
       const truth = actual(JSON.parse(text));
