@@ -36,7 +36,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startSandbox } from "../sandbox/index.ts";
 import { type CallCost, fanout, fanoutMarkdown } from "./fanout-model.ts";
-import { gatewayBindings, load, median, PIN, partnerCap } from "./run.ts";
+import { gatewayBindings, load, median, partnerCap, runPinned } from "./run.ts";
 import { fleetArg } from "./snapshot-memory.ts";
 import { type Bundle, buildGateway, startWorkerd } from "./workerd.ts";
 
@@ -68,14 +68,7 @@ const METHOD = process.env.FANOUT_METHOD ?? "getSnapshot";
 const T = QUICK ? { rounds: 1, runS: 1 } : { rounds: 3, runS: 3 };
 
 // Same pinning as bench/run.ts: this process and workerd on core 0, the load generator on core 1.
-if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
-  const node = [process.execPath, "--disable-warning=ExperimentalWarning", fileURLToPath(import.meta.url)];
-  const r = spawnSync("taskset", ["-c", "0", ...node, ...process.argv.slice(2)], {
-    stdio: "inherit",
-    env: { ...process.env, BENCH_PINNED: "1" },
-  });
-  process.exit(r.status ?? 1);
-}
+if (import.meta.main) runPinned(import.meta.url);
 
 async function measureSize(bundle: Bundle, size: number): Promise<CallCost | { size: number; error: string }> {
   const sb = await startSandbox({ port: 0, host: "127.0.0.1", fleetSize: size, seed: 1, tickMs: 0 });

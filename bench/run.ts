@@ -51,15 +51,22 @@ const RSS_LIMIT_BYTES =
 const NCPU = cpus().length;
 const HAS_TASKSET = process.platform === "linux" && spawnSync("taskset", ["-V"]).status === 0;
 export const PIN = HAS_TASKSET && NCPU >= 2;
-if (import.meta.main && PIN && process.env.BENCH_PINNED !== "1") {
+
+/**
+ * Re-runs the script at `scriptUrl` on core 0 (with workerd, which it starts) and exits with its
+ * status; load children go to core 1. A no-op once pinned, or where pinning is not possible.
+ */
+export function runPinned(scriptUrl: string): void {
+  if (!PIN || process.env.BENCH_PINNED === "1") return;
   // (Node's stripTypeScriptTypes, used for the two bench Workers, warns that it is experimental.)
-  const node = [process.execPath, "--disable-warning=ExperimentalWarning", fileURLToPath(import.meta.url)];
+  const node = [process.execPath, "--disable-warning=ExperimentalWarning", fileURLToPath(scriptUrl)];
   const r = spawnSync("taskset", ["-c", "0", ...node, ...process.argv.slice(2)], {
     stdio: "inherit",
     env: { ...process.env, BENCH_PINNED: "1" },
   });
   process.exit(r.status ?? 1);
 }
+if (import.meta.main) runPinned(import.meta.url);
 
 /** Durations in seconds. Full: about 4 minutes per fleet size on the machine BENCHMARKS.md names. */
 const T = QUICK
