@@ -130,10 +130,13 @@ export async function prepareSnapshot(
   const etag = `"${hex(await crypto.subtle.digest("SHA-256", text)).slice(0, ETAG_HEX_LENGTH)}"`;
 
   const off = new Uint32Array(count + 1);
+  // All ASCII (the usual case): a byte per character, no need to count UTF-8 lengths item by item.
+  const ascii = text.length === textString.length;
   let pos = 1;
   for (let i = 0; i < count; i++) {
     off[i] = pos;
-    pos += utf8Length(parts[i] as string) + 1;
+    const part = parts[i] as string;
+    pos += (ascii ? part.length : utf8Length(part)) + 1;
   }
   off[count] = text.length;
 

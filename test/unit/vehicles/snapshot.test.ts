@@ -149,6 +149,27 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
     expect(answer(snapshot, { limit: 10 })).toBe(bruteText(fleet, { limit: 10 }));
   });
 
+  it("non-ASCII text (2-, 3- and 4-byte UTF-8) is cut at the right bytes", async () => {
+    const names = ["Škoda Fabia", "Citroën ë-C4", "日産 リーフ", "Smart 🚗 EQ"];
+    const list = redactVehicles(
+      names.map((vehicleName, i) => ({
+        vin: `WME4530421Y00000${i}`,
+        vehicleName,
+        position: { latitude: 52.5 + i / 100, longitude: 13.4 },
+      })),
+      10,
+    ).vehicles;
+    const { p } = await prepared(list);
+    expect(answer(p, { limit: MAX })).toBe(bruteText(list, { limit: MAX }));
+    // A page after the first VIN: items 1 and 2, cut by byte offsets past multi-byte characters.
+    const page = JSON.parse(answer(p, { limit: 2, after: "WME4530421Y000000" })) as { vehicles: Vehicle[] };
+    expect(page.vehicles).toEqual(list.slice(1, 3));
+    for (let i = 0; i < list.length; i++) {
+      const text = decoder.decode(serializeVehicle(p, i, { stale: false }));
+      expect(JSON.parse(text).vehicle).toEqual(list[i]);
+    }
+  });
+
   it("an empty fleet answers an empty list", async () => {
     const { p } = await prepared([]);
     expect(answer(p, { limit: MAX })).toBe(bruteText([], { limit: MAX }));
