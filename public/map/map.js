@@ -47,7 +47,7 @@
     return PALETTE[h % PALETTE.length];
   }
 
-  // --- API key (only when /health says keys are on); kept in this tab only. ---
+  // --- API key (when the page says the API needs one, or on a 401); kept in this tab only. ---
   const storedKey = () => sessionStorage.getItem(KEY_STORE) ?? "";
   function askForKey(message) {
     $("key-form").hidden = false;
@@ -95,7 +95,7 @@
     link.href = url;
     link.firstElementChild.textContent = url;
     body.dataset.query = url;
-    if (state.health?.config?.apiKeys && !storedKey()) return askForKey("This gateway needs an API key.");
+    if (body.dataset.needsKey === "true" && !storedKey()) return askForKey("This gateway needs an API key.");
     setState("loading");
     const headers = { accept: "application/json" };
     if (storedKey()) headers["x-api-key"] = storedKey();
@@ -126,7 +126,14 @@
     draw(data.vehicles);
     const cacheStatus = res.headers.get("cache-status") ?? "";
     $("count").textContent = `${data.count} of ${data.total} matching vehicles shown.`;
-    renderStatus({ stale: data.stale, fetchedAt: data.fetchedAt, cacheStatus });
+    // The snapshot's age: the answer's own Age header (RFC 9111 §5.1), no extra call needed.
+    const age = Number(res.headers.get("age"));
+    renderStatus({
+      stale: data.stale,
+      fetchedAt: data.fetchedAt,
+      cacheStatus,
+      ageS: Number.isFinite(age) ? age : undefined,
+    });
     body.dataset.count = String(data.count);
     body.dataset.fetchedAt = data.fetchedAt;
     // The snapshot may be new: its age comes from the health answer, asked again now.
@@ -220,7 +227,8 @@
     if (answer) lastAnswer = answer;
     const parts = [];
     const snap = state.health?.gateway?.snapshot;
-    if (snap?.ageS !== undefined) parts.push(`snapshot ${snap.ageS} s old`);
+    if (lastAnswer?.ageS !== undefined) parts.push(`snapshot ${lastAnswer.ageS} s old`);
+    else if (snap?.ageS !== undefined) parts.push(`snapshot ${snap.ageS} s old`);
     else if (lastAnswer?.fetchedAt) parts.push(`snapshot from ${lastAnswer.fetchedAt}`);
     if (lastAnswer) {
       parts.push(lastAnswer.stale ? "STALE (served past its TTL)" : "fresh");

@@ -27,10 +27,13 @@ export function mapCsp(tiles: MapTiles | undefined): string {
   ].join("; ");
 }
 
-export function renderMapPage(tiles: MapTiles | undefined): string {
-  const data = tiles
-    ? ` data-tiles-url="${escapeHtml(tiles.template)}" data-tiles-attribution="${escapeHtml(tiles.attribution)}"`
-    : "";
+export function renderMapPage(tiles: MapTiles | undefined, opts: { needsKey?: boolean } = {}): string {
+  // Whether the API wants `x-api-key`: the page asks for one before its first call. (The public
+  // /health answer says nothing internal, and the API's own 401 would come one call late.)
+  const data =
+    (tiles
+      ? ` data-tiles-url="${escapeHtml(tiles.template)}" data-tiles-attribution="${escapeHtml(tiles.attribution)}"`
+      : "") + (opts.needsKey ? ' data-needs-key="true"' : "");
   const a = MAP_ASSETS;
   return `<!doctype html>
 <html lang="en">

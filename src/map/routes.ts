@@ -13,9 +13,11 @@ let cached: { key: string; html: string; csp: string } | undefined;
 export function mapRoutes(): Hono<AppEnv> {
   const r = new Hono<AppEnv>();
   r.get("/map", (c) => {
-    const tiles = c.get("config").mapTiles;
-    const key = tiles ? `${tiles.template}\n${tiles.attribution}` : "";
-    if (cached?.key !== key) cached = { key, html: renderMapPage(tiles), csp: mapCsp(tiles) };
+    const config = c.get("config");
+    const tiles = config.mapTiles;
+    const needsKey = config.apiKeys !== undefined;
+    const key = `${tiles ? `${tiles.template}\n${tiles.attribution}` : ""}\n${needsKey}`;
+    if (cached?.key !== key) cached = { key, html: renderMapPage(tiles, { needsKey }), csp: mapCsp(tiles) };
     return c.body(cached.html, 200, {
       "content-type": "text/html; charset=utf-8",
       // The page holds no data (the script fetches it), so it may be cached briefly.

@@ -109,6 +109,15 @@ describe("GET /map", () => {
     expect(html).not.toContain("data-tiles-url");
   });
 
+  it("tells the page whether the API wants a key (data-needs-key), and nothing about the keys", async () => {
+    const open = await (await get(serve({}), "/map")).text();
+    expect(open).not.toContain("data-needs-key");
+    await server?.close();
+    const keyed = await (await get(serve({ API_KEYS: "map-test-key-0123456789" }), "/map")).text();
+    expect(keyed).toContain('data-needs-key="true"');
+    expect(keyed).not.toContain("map-test-key-0123456789");
+  });
+
   it("with tiles: img-src adds exactly the tile origin, and the page carries the template and escaped attribution", async () => {
     const res = await get(
       serve({ MAP_TILES_URL: OSM, MAP_TILES_ATTRIBUTION: '© OpenStreetMap <contributors> & "friends"' }),
