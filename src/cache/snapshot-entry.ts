@@ -21,17 +21,27 @@ export function snapshotCacheKey(apiUrl: string, clientIdHash: string, version: 
   return u.href;
 }
 
+/**
+ * The headers that carry an envelope's metadata beside its prepared bytes: in a Cache API entry
+ * and in a snapshot feed answer (src/gateway/snapshot-feed.ts) alike; `entryMeta` reads them back.
+ */
+export function envelopeHeaders(env: SnapshotEnvelope): Record<string, string> {
+  return {
+    "content-type": "application/octet-stream",
+    etag: env.etag,
+    [FETCHED_AT]: String(env.fetchedAt),
+    [DROPPED]: String(env.dropped),
+    [COUNT]: String(env.count),
+  };
+}
+
 /** A cacheable Response for the envelope; kept for ttl + stale seconds at most. */
 export function envelopeToResponse(env: SnapshotEnvelope, keepS: number): Response {
   return new Response(env.data as Uint8Array<ArrayBuffer>, {
     headers: {
-      "content-type": "application/octet-stream",
+      ...envelopeHeaders(env),
       // `public` and a max-age: cache.put silently skips private/no-store responses.
       "cache-control": `public, max-age=${Math.max(1, Math.ceil(keepS))}`,
-      etag: env.etag,
-      [FETCHED_AT]: String(env.fetchedAt),
-      [DROPPED]: String(env.dropped),
-      [COUNT]: String(env.count),
     },
   });
 }
@@ -53,12 +63,7 @@ export function entryMeta(res: Response): EntryMeta | undefined {
   return { fetchedAt, etag, count, dropped: Number(res.headers.get(DROPPED)) || 0 };
 }
 
-/** The envelope back from a cached Response; undefined if the entry is not ours. */
-export async function responseToEnvelope(res: Response): Promise<SnapshotEnvelope | undefined> {
-  const meta = entryMeta(res);
-  if (!meta) {
-    await res.body?.cancel();
-    return undefined;
-  }
+/** The envelope: `meta` (read by `entryMeta`) and the answer's body as the prepared bytes. */
+export async function readEnvelope(res: Response, meta: EntryMeta): Promise<SnapshotEnvelope> {
   return { ...meta, data: new Uint8Array(await res.arrayBuffer()) };
 }

@@ -12,19 +12,15 @@
  *   never cached).
  * The feed holds nothing secret: the same redacted bytes that the Cache API holds.
  */
-import type { SnapshotEnvelope, SnapshotResult } from "../deps.ts";
+import { entryMeta, envelopeHeaders, readEnvelope } from "../cache/snapshot-entry.ts";
+import type { SnapshotResult } from "../deps.ts";
 import type { ErrorInfo } from "../errors.ts";
 
 /** The path the feed answers (any other path is a 404). */
 export const FEED_PATH = "/snapshot";
 
-const H = {
-  fetchedAt: "x-gateway-fetched-at",
-  count: "x-gateway-count",
-  dropped: "x-gateway-dropped",
-  stale: "x-gateway-stale",
-  error: "x-gateway-error",
-} as const;
+/** Beside the envelope's own headers (snapshot-entry.ts): whether it is stale, and why. */
+const H = { stale: "x-gateway-stale", error: "x-gateway-error" } as const;
 
 /** Seconds a stale answer may be reused by a shared cache. */
 const STALE_MAX_AGE_S = 2;
@@ -44,12 +40,8 @@ export function feedResponse(r: SnapshotResult, opts: { ttlS: number; staleS: nu
       ? `public, max-age=${STALE_MAX_AGE_S}`
       : `public, max-age=${left}, stale-while-revalidate=${opts.staleS}`;
   const headers: Record<string, string> = {
-    "content-type": "application/octet-stream",
+    ...envelopeHeaders(s),
     "cache-control": cacheControl,
-    etag: s.etag,
-    [H.fetchedAt]: String(s.fetchedAt),
-    [H.count]: String(s.count),
-    [H.dropped]: String(s.dropped),
     [H.stale]: r.stale ? "1" : "0",
   };
   if (r.error) headers[H.error] = JSON.stringify(r.error);
@@ -62,20 +54,12 @@ export async function readFeedResponse(res: Response): Promise<SnapshotResult> {
     const info = await res.json().catch(() => undefined);
     return { ok: false, error: isErrorInfo(info) ? info : { code: "gateway_unavailable", status: 503 } };
   }
-  const fetchedAt = Number(res.headers.get(H.fetchedAt));
-  const count = Number(res.headers.get(H.count));
-  const etag = res.headers.get("etag");
-  if (!Number.isFinite(fetchedAt) || fetchedAt <= 0 || !Number.isInteger(count) || !etag) {
+  const meta = entryMeta(res);
+  if (!meta) {
     await res.body?.cancel();
     return { ok: false, error: { code: "gateway_unavailable", status: 503 } };
   }
-  const snapshot: SnapshotEnvelope = {
-    data: new Uint8Array(await res.arrayBuffer()),
-    fetchedAt,
-    etag,
-    count,
-    dropped: Number(res.headers.get(H.dropped)) || 0,
-  };
+  const snapshot = await readEnvelope(res, meta);
   const stale = res.headers.get(H.stale) === "1";
   const errorText = res.headers.get(H.error);
   const error = errorText ? (JSON.parse(errorText) as unknown) : undefined;

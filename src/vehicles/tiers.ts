@@ -12,7 +12,13 @@
  * finish within FILL_DEADLINE_MS is taken over by a waiter.
  */
 
-import { entryMeta, envelopeToResponse, snapshotCacheKey } from "../cache/snapshot-entry.ts";
+import {
+  type EntryMeta,
+  entryMeta,
+  envelopeToResponse,
+  readEnvelope,
+  snapshotCacheKey,
+} from "../cache/snapshot-entry.ts";
 import type { Config } from "../config.ts";
 import type { Deps, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
@@ -332,14 +338,9 @@ async function putAndCheck(
 }
 
 /** An L2 entry, loaded and checked; a damaged one is a miss (logged), never a 500. */
-async function readEntry(
-  t: TierContext,
-  hit: Response,
-  meta: Omit<SnapshotEnvelope, "data">,
-): Promise<Prepared | undefined> {
+async function readEntry(t: TierContext, hit: Response, meta: EntryMeta): Promise<Prepared | undefined> {
   try {
-    const data = new Uint8Array(await hit.arrayBuffer());
-    return loadPrepared({ ...meta, data });
+    return loadPrepared(await readEnvelope(hit, meta));
   } catch (err) {
     t.deps.log.log("warn", "cache_entry_invalid", { code: toErrorInfo(err).code });
     return undefined;

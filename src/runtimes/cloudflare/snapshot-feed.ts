@@ -11,7 +11,7 @@
  */
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { configFor } from "../../config.ts";
-import { FEED_PATH } from "../../gateway/snapshot-feed.ts";
+import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
 import type { Env } from "./env.ts";
 import { GATEWAY_NAME } from "./gateway-stub.ts";
 
@@ -32,11 +32,10 @@ export class SnapshotFeed extends WorkerEntrypoint<Env> {
       // Cache-Control (from the snapshot's own age) is what Workers Cache keeps it by.
       return await stub.fetch(`https://gateway.internal${FEED_PATH}`);
     } catch (err) {
+      // An error answer of the feed's one wire format (never cacheable); Retry-After as the stub's.
       const f = (err ?? {}) as { overloaded?: boolean };
-      return new Response(
-        JSON.stringify({ code: "gateway_unavailable", status: 503, retryAfterS: f.overloaded ? 5 : 1 }),
-        { status: 503, headers: { "content-type": "application/json", "cache-control": "no-store" } },
-      );
+      const error = { code: "gateway_unavailable", status: 503, retryAfterS: f.overloaded ? 5 : 1 } as const;
+      return feedResponse({ ok: false, error }, { ttlS: 0, staleS: 0, now: 0 });
     }
   }
 }
