@@ -8,3 +8,8 @@ export function fnv1a32(s: string): number {
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
   return h;
 }
+
+/** FNV-1a (32 bit) as 8 lower-case hex digits. */
+export function fnv1aHex(s: string): string {
+  return fnv1a32(s).toString(16).padStart(8, "0");
+}

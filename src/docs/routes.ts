@@ -5,7 +5,7 @@
  */
 
 import type { AppEnv } from "../app.ts";
-import { fnv1a32 } from "../hash.ts";
+import { fnv1aHex } from "../hash.ts";
 import { Hono } from "../http/hono.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";
@@ -27,8 +27,9 @@ const rendered = new Map<number, Rendered>();
 /** `'sha256-…'` of DOCS_STYLE; a plain value once computed (no promise shared across requests). */
 let styleHash: string | undefined;
 
+/** A weak validator: FNV-1a of the text and its length. */
 function fnv1a(s: string): string {
-  return `W/"${fnv1a32(s).toString(16).padStart(8, "0")}-${s.length.toString(36)}"`;
+  return `W/"${fnv1aHex(s)}-${s.length.toString(36)}"`;
 }
 
 /** Keyed by `maxLimit`, the only setting the document shows (one per deployment). */

@@ -22,7 +22,7 @@ import {
 import type { Config } from "../config.ts";
 import type { Deps, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
-import { fnv1a32 } from "../hash.ts";
+import { fnv1aHex } from "../hash.ts";
 import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
 
@@ -63,14 +63,9 @@ export interface TierContext {
   sleep?: (ms: number) => Promise<void>;
 }
 
-/** A short, non-reversible tag for the client id (it is configured as a secret). */
-function fnv1a(s: string): string {
-  return fnv1a32(s).toString(16).padStart(8, "0");
-}
-
 /** A short tag of the allow-list (field names in served order) and the prepared format. */
 export function allowListVersion(fields: readonly string[] = VEHICLE_FIELDS, format = PREPARED_FORMAT): string {
-  return fnv1a(`${format}:${fields.join(",")}`);
+  return fnv1aHex(`${format}:${fields.join(",")}`);
 }
 
 const ALLOW_LIST_VERSION = allowListVersion();
@@ -82,7 +77,7 @@ const ALLOW_LIST_VERSION = allowListVersion();
  * What is read is then checked by `loadPrepared` (layout, checksum, every item boundary).
  */
 export function tierCacheKey(config: Config, version: string = ALLOW_LIST_VERSION): string {
-  return snapshotCacheKey(config.apiUrl, fnv1a(config.clientId), version);
+  return snapshotCacheKey(config.apiUrl, fnv1aHex(config.clientId), version);
 }
 
 /** What L1 holds: the loaded snapshot (plain typed arrays; no promise). */
