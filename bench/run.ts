@@ -390,7 +390,7 @@ async function isolateCounters(gateway: string): Promise<Record<string, number> 
   }
 }
 
-export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
+export async function stampede(bundle: Bundle, sb: Sandbox, path = "/v1/vehicles"): Promise<Stampede> {
   const w = await startWorkerd({ bundle, gatewayBindings: gatewayBindings(sb) });
   let rssPeak = residentMemory(w.pid).rss;
   // Also sampled: a workerd stopped by the limit below has no /proc entry left to read at the end.
@@ -408,7 +408,7 @@ export async function stampede(bundle: Bundle, sb: Sandbox): Promise<Stampede> {
   try {
     sb.resetCounters();
     const cpu0 = w.cpuSeconds();
-    const r = await load({ url: `${w.urls.gateway}/v1/vehicles`, connections: STAMPEDE, burst: true, timeoutS: 30 });
+    const r = await load({ url: `${w.urls.gateway}${path}`, connections: STAMPEDE, burst: true, timeoutS: 30 });
     clearInterval(sampler);
     const c = sb.counters();
     const mem = residentMemory(w.pid);

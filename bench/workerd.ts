@@ -167,6 +167,8 @@ export async function startWorkerd(opts: WorkerdOptions): Promise<Workerd> {
     port: 0,
     workers,
     logRequests: false,
+    // BENCH_INSPECTOR_PORT: the DevTools protocol for CPU profiles of the Workers (bench/profile.ts).
+    ...(process.env.BENCH_INSPECTOR_PORT ? { inspectorPort: Number(process.env.BENCH_INSPECTOR_PORT) } : {}),
     // The gateway logs one JSON line per request (its real cost in workerd is kept): info lines
     // are dropped here unless slow (1 s or more), anything else is kept (bounded) to say what
     // went wrong in a run.
