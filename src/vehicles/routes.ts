@@ -12,7 +12,7 @@ import { fnv1a32 } from "../hash.ts";
 import { Hono } from "../http/hono.ts";
 import { findVin } from "./prepared.ts";
 import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
-import { queryVehicles, serializeVehicle, serializeVehicles } from "./snapshot.ts";
+import { queryVehicles, serializeVehicle, vehiclesBody } from "./snapshot.ts";
 import { loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
@@ -66,7 +66,7 @@ function respond(
   c: Context<AppEnv>,
   s: Served,
   etag: string,
-  body: () => Uint8Array<ArrayBuffer>,
+  body: () => Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>>,
   extra?: Record<string, string>,
 ): Response {
   const config = c.get("config");
@@ -120,7 +120,7 @@ export function vehicleRoutes(): Hono<AppEnv> {
       c,
       s,
       etag,
-      () => serializeVehicles(s.snapshot, result, { stale: s.stale, ...(next === undefined ? {} : { next }) }),
+      () => vehiclesBody(s.snapshot, result, { stale: s.stale, ...(next === undefined ? {} : { next }) }),
       link,
     );
   });

@@ -10,7 +10,7 @@ import {
   VehicleListSchema,
   VehicleResponseSchema,
 } from "../../../src/vehicles/schema.ts";
-import { queryVehicles, serializeVehicle, serializeVehicles } from "../../../src/vehicles/snapshot.ts";
+import { queryVehicles, serializeVehicle, serializeVehicles, vehiclesBody } from "../../../src/vehicles/snapshot.ts";
 import { haversineM } from "../../../src/vehicles/spatial-index.ts";
 
 const VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
@@ -141,6 +141,34 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
     expect(empty).toBeGreaterThan(50);
     expect(limited).toBeGreaterThan(50);
   }, 60_000);
+
+  it("a large body streamed in chunks is the same bytes, and leaves the snapshot's text as it was", async () => {
+    const textBefore = snapshot.text.slice();
+    const queries = [
+      "limit=3",
+      "limit=400",
+      `bbox=13.2,52.4,13.6,52.65&limit=300`,
+      "near=52.5,13.4&radius=2000&limit=40",
+    ];
+    for (const q of queries) {
+      const query = parseVehicleQuery(q ? `?${q}` : "", { maxLimit: MAX });
+      const result = queryVehicles(snapshot, query);
+      const whole = serializeVehicles(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" });
+      for (const chunk of q === "limit=3" ? [1, 7] : [997, 4096, 65536]) {
+        const body = vehiclesBody(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" }, chunk);
+        expect(body).toBeInstanceOf(whole.length > chunk ? ReadableStream : Uint8Array);
+        const streamed = new Uint8Array(await new Response(body).arrayBuffer());
+        expect(streamed.length).toBe(whole.length);
+        expect(Buffer.compare(streamed, whole)).toBe(0);
+      }
+      // At the default chunk size a small answer is one buffer.
+      const small = vehiclesBody(snapshot, queryVehicles(snapshot, parseVehicleQuery("?limit=1", { maxLimit: MAX })), {
+        stale: false,
+      });
+      expect(small).toBeInstanceOf(Uint8Array);
+    }
+    expect(Buffer.compare(snapshot.text, textBefore)).toBe(0);
+  });
 
   it("the unfiltered list is the stored text itself; a limit cuts it at an item boundary", () => {
     const full = answer(snapshot, { limit: MAX });
