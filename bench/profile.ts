@@ -20,6 +20,8 @@ const arg = (name: string, fallback: string) => {
 const fleet = Number(arg("fleet", "20000"));
 const path = arg("path", "/v1/vehicles");
 const connections = Number(arg("connections", "500"));
+/** --warm: profile a second burst, after a first one filled the isolate (per-request costs only). */
+const warm = process.argv.includes("--warm");
 const port = 9300 + Math.floor(Math.random() * 500);
 process.env.BENCH_INSPECTOR_PORT = String(port);
 
@@ -64,6 +66,7 @@ try {
         waiting.set(n, resolve);
         ws.send(JSON.stringify({ id: n, method, params }));
       });
+    if (warm) await load({ url: `${w.urls.gateway}${path}`, connections, burst: true, timeoutS: 30 });
     await send("Profiler.enable");
     await send("Profiler.setSamplingInterval", { interval: 200 });
     await send("Profiler.start");

@@ -36,7 +36,8 @@ export interface Bundle {
 export async function buildGateway(outdir: string, projectDir = ROOT): Promise<Bundle> {
   const { stdout, stderr } = await run(
     join(ROOT, "node_modules/.bin/wrangler"),
-    ["deploy", "--dry-run", "--outdir", outdir],
+    // BENCH_NO_MINIFY=1: readable function names in CPU profiles (bench/profile.ts).
+    ["deploy", "--dry-run", "--outdir", outdir, ...(process.env.BENCH_NO_MINIFY === "1" ? ["--minify=false"] : [])],
     { cwd: projectDir, env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" }, maxBuffer: 16 << 20 },
   );
   const scriptPath = join(outdir, "worker.js");
