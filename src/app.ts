@@ -6,19 +6,15 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
-import { type Config, ConfigError } from "./config.ts";
+import { ConfigError } from "./config.ts";
 import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
+import type { AppEnv } from "./http/context.ts";
 import { Hono } from "./http/hono.ts";
 import { sha256Hex } from "./http/upstream.ts";
 import { mapRoutes } from "./map/routes.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
-
-export interface AppEnv {
-  Bindings: { deps: Deps };
-  Variables: { config: Config; requestId: string; logFields: Record<string, unknown> };
-}
 
 /** Longest URL (path and query) we read; longer: 414. */
 const MAX_URL_LENGTH = 4096;
@@ -55,20 +51,6 @@ interface StatusCopy {
   fetchingUntil?: number;
 }
 const statusCopies = new WeakMap<IsolateMemory, StatusCopy>();
-
-/** waitUntil where the runtime has one, else let the promise run (Deno and Bun keep the process alive). */
-export function waitUntilOf(c: {
-  executionCtx: { waitUntil(p: Promise<unknown>): void };
-}): (p: Promise<unknown>) => void {
-  try {
-    const ctx = c.executionCtx;
-    return (p) => ctx.waitUntil(p);
-  } catch {
-    return (p) => {
-      p.catch(() => {});
-    };
-  }
-}
 
 /** Constant-time comparison of two strings (API keys), so timing says nothing about a near miss. */
 function safeEqual(a: string, b: string): boolean {

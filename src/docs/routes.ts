@@ -4,8 +4,8 @@
  * isolate and kept as plain strings; neither touches the partner.
  */
 
-import type { AppEnv } from "../app.ts";
 import { fnv1aHex } from "../hash.ts";
+import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";

@@ -4,7 +4,7 @@
  * loads is a static asset. Rendered once per isolate and tile setting, kept as a plain string.
  */
 
-import type { AppEnv } from "../app.ts";
+import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { mapCsp, renderMapPage } from "./page.ts";
 

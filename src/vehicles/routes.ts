@@ -4,11 +4,10 @@
  */
 
 import type { Context } from "hono";
-import type { AppEnv } from "../app.ts";
-import { waitUntilOf } from "../app.ts";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
+import { type AppEnv, waitUntilOf } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { findVin } from "./prepared.ts";
 import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
