@@ -5,6 +5,7 @@
  */
 
 import { fnv1aHex } from "../hash.ts";
+import { ifNoneMatchMatches } from "../http/conditional.ts";
 import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { buildOpenApiDocument } from "../vehicles/openapi.ts";
@@ -49,17 +50,9 @@ async function sha256Base64(s: string): Promise<string> {
   return btoa(bin);
 }
 
-/** If-None-Match against our weak validator (RFC 9110 §13.1.2: weak comparison for GET/HEAD). */
-function notModified(ifNoneMatch: string | undefined, etag: string): boolean {
-  if (!ifNoneMatch) return false;
-  if (ifNoneMatch.trim() === "*") return true;
-  const bare = (t: string) => t.trim().replace(/^W\//, "");
-  return ifNoneMatch.split(",").some((t) => bare(t) === bare(etag));
-}
-
 function answer(ifNoneMatch: string | undefined, body: string, etag: string, headers: Record<string, string>) {
   const all: Record<string, string> = { ...headers, etag, "cache-control": CACHE_CONTROL };
-  if (notModified(ifNoneMatch, etag)) {
+  if (ifNoneMatchMatches(ifNoneMatch, etag)) {
     // RFC 9110 §15.4.5: a 304 carries no representation metadata such as Content-Type (a
     // validating proxy, Prism, read the empty body as JSON because of it and answered 500).
     const { "content-type": _t, ...rest } = all;

@@ -7,6 +7,7 @@ import type { Context } from "hono";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
+import { ifNoneMatchMatches } from "../http/conditional.ts";
 import { type AppEnv, waitUntilOf } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { findVin } from "./prepared.ts";
@@ -53,14 +54,6 @@ function cacheControl(config: Config, s: Served): string {
   return `${scope}, max-age=${left}, stale-while-revalidate=${config.vehiclesStaleS}, stale-if-error=${config.vehiclesStaleS}`;
 }
 
-/** If-None-Match (RFC 9110 §13.1.2): weak comparison, `*` matches any current representation. */
-function matches(ifNoneMatch: string | undefined, etag: string): boolean {
-  if (!ifNoneMatch) return false;
-  const bare = (t: string) => t.trim().replace(/^W\//, "");
-  if (ifNoneMatch.trim() === "*") return true;
-  return ifNoneMatch.split(",").some((t) => bare(t) === bare(etag));
-}
-
 function respond(
   c: Context<AppEnv>,
   s: Served,
@@ -82,7 +75,7 @@ function respond(
     ].join(", "),
     ...extra,
   });
-  if (matches(c.req.header("if-none-match"), etag)) {
+  if (ifNoneMatchMatches(c.req.header("if-none-match"), etag)) {
     c.env.deps.memory.counters.notModified++;
     return new Response(null, { status: 304, headers });
   }
