@@ -403,7 +403,11 @@ export function vinAt(p: Prepared, i: number): string {
   return s;
 }
 
-/** Compares item i's VIN with `vin` (17 ASCII characters). */
+/**
+ * Compares item i's VIN with `vin` (17 ASCII characters): `compareVin` (schema.ts), the fleet's
+ * order, read from the item's bytes. Not `compareVin(vinAt(p, i), vin)`: building the string at
+ * every step of the binary search made findVin about 8x slower (10,000 vehicles, Node).
+ */
 function compareItemVin(p: Prepared, i: number, vin: string): number {
   const a = (p.off[i] as number) + PREFIX_BYTES.length;
   for (let k = 0; k < VIN_LENGTH; k++) {

@@ -14,6 +14,15 @@ import { AppError } from "../errors.ts";
  */
 export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
 
+/**
+ * VIN order, the one order of the fleet: snapshots are sorted by it, and the prepared snapshot's
+ * binary search (`firstAfterVin`, `findVin`) and the `cursor` rely on it. Plain code-unit order:
+ * VINs are ASCII, so it is also the byte order of the VINs in the prepared text.
+ */
+export function compareVin(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** The served VIN schema (also used for the `{vin}` path parameter). */
 export const VinSchema = v.pipe(
   v.string(),
@@ -156,8 +165,6 @@ function candidate(item: unknown): Record<string, unknown> | undefined {
   return out;
 }
 
-const compareVin = (a: Vehicle, b: Vehicle): number => (a.vin < b.vin ? -1 : a.vin > b.vin ? 1 : 0);
-
 /**
  * Validates and redacts partner items. A malformed item (no valid VIN or position, or a
  * present field out of its range) is dropped and counted, as is a repeated VIN (the first
@@ -187,7 +194,7 @@ export function redactVehicles(items: unknown[], maxItems: number): { vehicles: 
     seen.add(result.output.vin);
     vehicles.push(result.output);
   }
-  vehicles.sort(compareVin);
+  vehicles.sort((a, b) => compareVin(a.vin, b.vin));
   return { vehicles, dropped };
 }
 
