@@ -6,7 +6,7 @@
  */
 import * as v from "valibot";
 import { AppError } from "../errors.ts";
-import { TRANSMISSION_TYPES, type TransmissionType, VIN_PATTERN } from "./schema.ts";
+import { LatitudeSchema, LongitudeSchema, TRANSMISSION_TYPES, type TransmissionType, VIN_PATTERN } from "./schema.ts";
 import type { BBox } from "./spatial-index.ts";
 
 /** Longest query string (without `?`) we parse; longer: 414 `query_too_large`. */
@@ -42,13 +42,10 @@ const toNumbers = (s: string): number[] =>
   });
 const toList = (s: string): string[] => s.split(",").map((x) => x.trim());
 
-const latitude = v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90));
-const longitude = v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180));
-
 const bboxSchema = v.pipe(
   v.string(),
   v.transform(toNumbers),
-  v.strictTuple([longitude, latitude, longitude, latitude]),
+  v.strictTuple([LongitudeSchema, LatitudeSchema, LongitudeSchema, LatitudeSchema]),
   v.check(
     (b) => b[0] <= b[2] && b[1] <= b[3],
     "min must not exceed max (boxes across the antimeridian are not supported)",
@@ -59,7 +56,7 @@ const bboxSchema = v.pipe(
 const nearSchema = v.pipe(
   v.string(),
   v.transform(toNumbers),
-  v.strictTuple([latitude, longitude]),
+  v.strictTuple([LatitudeSchema, LongitudeSchema]),
   v.examples([[52.52, 13.405]]),
 );
 

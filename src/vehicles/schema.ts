@@ -38,10 +38,15 @@ const text = (max: number, description: string) =>
 export const TRANSMISSION_TYPES = ["GA", "GM"] as const;
 export type TransmissionType = (typeof TRANSMISSION_TYPES)[number];
 
+/** A WGS 84 latitude in degrees: finite, in [-90, 90] (a vehicle's position, the `bbox` and `near` filters). */
+export const LatitudeSchema = v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90));
+/** A WGS 84 longitude in degrees: finite, in [-180, 180]. */
+export const LongitudeSchema = v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180));
+
 /** WGS 84 position. Both coordinates are required and finite (a vehicle without one cannot be indexed). */
 export const PositionSchema = v.object({
-  latitude: v.pipe(v.number(), v.finite(), v.minValue(-90), v.maxValue(90), v.description("Degrees north, WGS 84.")),
-  longitude: v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180), v.description("Degrees east, WGS 84.")),
+  latitude: v.pipe(LatitudeSchema, v.description("Degrees north, WGS 84.")),
+  longitude: v.pipe(LongitudeSchema, v.description("Degrees east, WGS 84.")),
 });
 
 /**
