@@ -10,9 +10,9 @@ import { ConfigError } from "./config.ts";
 import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
+import { sha256Hex } from "./hash.ts";
 import type { AppEnv } from "./http/context.ts";
 import { Hono } from "./http/hono.ts";
-import { sha256Hex } from "./http/upstream.ts";
 import { mapRoutes } from "./map/routes.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 

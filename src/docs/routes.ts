@@ -4,7 +4,7 @@
  * isolate and kept as plain strings; neither touches the partner.
  */
 
-import { fnv1aHex } from "../hash.ts";
+import { fnv1aHex, sha256Base64 } from "../hash.ts";
 import { ifNoneMatchMatches } from "../http/conditional.ts";
 import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
@@ -41,13 +41,6 @@ function renderedFor(maxLimit: number): Rendered {
   const entry: Rendered = { json, jsonEtag: fnv1a(json) };
   rendered.set(maxLimit, entry);
   return entry;
-}
-
-async function sha256Base64(s: string): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
-  let bin = "";
-  for (const b of digest) bin += String.fromCharCode(b);
-  return btoa(bin);
 }
 
 function answer(ifNoneMatch: string | undefined, body: string, etag: string, headers: Record<string, string>) {

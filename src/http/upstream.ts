@@ -103,8 +103,5 @@ export function mediaType(headers: Headers): string {
   return (headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
 
-/** SHA-256 hex of a string (identities and fingerprints that must not reveal their input). */
-export async function sha256Hex(input: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(input));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
+/** SHA-256 hex, defined in src/hash.ts; re-exported for the token broker, which imports it from here. */
+export { sha256Hex } from "../hash.ts";

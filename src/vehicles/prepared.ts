@@ -29,6 +29,7 @@
  */
 import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
+import { sha256Hex } from "../hash.ts";
 import { TRANSMISSION_TYPES, type Vehicle } from "./schema.ts";
 import { type IndexParts, SpatialIndex } from "./spatial-index.ts";
 
@@ -127,7 +128,7 @@ export async function prepareSnapshot(
   }
   const textString = `[${parts.join(",")}]`;
   const text = encoder.encode(textString);
-  const etag = `"${hex(await crypto.subtle.digest("SHA-256", text)).slice(0, ETAG_HEX_LENGTH)}"`;
+  const etag = `"${(await sha256Hex(text)).slice(0, ETAG_HEX_LENGTH)}"`;
 
   const off = new Uint32Array(count + 1);
   // All ASCII (the usual case): a byte per character, no need to count UTF-8 lengths item by item.
@@ -219,10 +220,6 @@ export async function prepareSnapshot(
   dv.setUint32(4, headerBytes.length, true);
   data.set(headerBytes, 8);
   return { data, fetchedAt: meta.fetchedAt, etag, count, dropped: meta.dropped };
-}
-
-function hex(digest: ArrayBuffer): string {
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function utf8Length(s: string): number {
