@@ -7,7 +7,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { timingSafeEqual } from "hono/utils/buffer";
-import { ConfigError } from "./config.ts";
+import { type Config, ConfigError } from "./config.ts";
 import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
@@ -189,16 +189,27 @@ export function createApp(): Hono<AppEnv> {
   // CORS only for configured origins; no wildcard unless configured as "*". A request from any
   // other origin (or none) gets no CORS header at all, and its preflight a bare 204 that a
   // browser cannot use. Before the input checks, so a configured origin can read their errors.
-  const corsHeaders = (origins: readonly string[]) =>
-    cors({
-      origin: origins.includes("*") ? "*" : (o) => (origins.includes(o) ? o : null),
-      allowMethods: ["GET", "HEAD", "OPTIONS"],
-      allowHeaders: ["x-api-key", "if-none-match"],
-      exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
-      maxAge: 600,
-    });
+  // Hono's cors middleware, built once per configuration (one per deployment and isolate), not
+  // on every request.
+  const corsByConfig = new WeakMap<Config, MiddlewareHandler>();
+  const corsHeaders = (config: Config): MiddlewareHandler => {
+    let handler = corsByConfig.get(config);
+    if (handler === undefined) {
+      const origins = config.corsOrigins;
+      handler = cors({
+        origin: origins.includes("*") ? "*" : (o) => (origins.includes(o) ? o : null),
+        allowMethods: ["GET", "HEAD", "OPTIONS"],
+        allowHeaders: ["x-api-key", "if-none-match"],
+        exposeHeaders: ["etag", "cache-status", "age", "retry-after", "x-request-id"],
+        maxAge: 600,
+      });
+      corsByConfig.set(config, handler);
+    }
+    return handler;
+  };
   app.use(async (c, next) => {
-    const origins = c.get("config").corsOrigins;
+    const config = c.get("config");
+    const origins = config.corsOrigins;
     if (origins.length === 0) return next();
     const origin = c.req.header("origin");
     if (!origins.includes("*") && (origin === undefined || !origins.includes(origin))) {
@@ -206,7 +217,7 @@ export function createApp(): Hono<AppEnv> {
       else await next();
     } else {
       // Hono's cors answers a preflight by returning a response rather than setting c.res.
-      const preflight = await corsHeaders(origins)(c, next);
+      const preflight = await corsHeaders(config)(c, next);
       if (preflight) c.res = preflight;
     }
     // Every answer depends on Origin once CORS is on, not only those to allowed origins: else a
