@@ -22,7 +22,7 @@ const encoder = new TextEncoder();
 type Bytes = Parameters<SubtleCrypto["digest"]>[1];
 
 /** SHA-256 of a string (as UTF-8) or of bytes. */
-export async function sha256(input: string | Bytes): Promise<Uint8Array<ArrayBuffer>> {
+async function sha256(input: string | Bytes): Promise<Uint8Array<ArrayBuffer>> {
   const bytes = typeof input === "string" ? encoder.encode(input) : input;
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }

@@ -19,7 +19,7 @@ export const VIN_PATTERN = /^[A-HJ-NPR-Z0-9]{17}$/;
  * binary search (`firstAfterVin`, `findVin`) and the `cursor` rely on it. Plain code-unit order:
  * VINs are ASCII, so it is also the byte order of the VINs in the prepared text.
  */
-export function compareVin(a: string, b: string): number {
+function compareVin(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
