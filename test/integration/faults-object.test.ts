@@ -13,18 +13,11 @@ import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/c
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { advanceClock, appDeps, gatewayStub, sandbox } from "../support/harness.ts";
 import { counts, expectProblem, NOTHING, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: false });
 
 const BYPASS = { headers: { "x-gateway-bypass": "memory,cache" } };
-
-async function waitUntilCounts(check: (c: Awaited<ReturnType<typeof counts>>) => boolean): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (check(await counts())) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error("timed out waiting for the sandbox counters");
-}
 
 // Issue 12, item 7.
 describe("a storage error while setting the alarm", () => {
@@ -70,7 +63,7 @@ describe("eviction and reset", () => {
   it("reset while a token request hangs: the caller gets 503 gateway_unavailable, the next request recovers with one token request", async () => {
     await sandbox.faults({ token: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    await waitUntilCounts((c) => c.token >= 1);
+    await waitFor("the hung token request", async () => (await counts()).token >= 1);
 
     await abortAllDurableObjects();
     expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });
@@ -85,7 +78,7 @@ describe("eviction and reset", () => {
   it("reset while the partner call hangs: the next request reuses the stored token (no token request)", async () => {
     await sandbox.faults({ vehicles: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    await waitUntilCounts((c) => c.vehicles >= 1);
+    await waitFor("the hung partner request", async () => (await counts()).vehicles >= 1);
 
     await abortAllDurableObjects();
     expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });

@@ -26,6 +26,7 @@ import {
   type Seen,
   scanSuite,
 } from "../support/leak-scan.ts";
+import { isDefined, until } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });
 
@@ -51,15 +52,6 @@ function expectAllowListed(vehicles: Record<string, unknown>[], where: string): 
     }
     expect(Object.keys(v.position as object).sort(), where).toEqual(["latitude", "longitude"]);
   }
-}
-
-async function poll<T>(what: string, get: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = await get();
-    if (v !== undefined) return v;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** A gateway that counts its calls and answers an empty fleet. */
@@ -122,7 +114,13 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
 
     // L2: this data centre's Cache API entry, keyed by the upstream request.
     const cache = await caches.open(CACHE_NAME);
-    const entry = await poll("the Cache API entry", async () => cache.match(tierCacheKey(workerConfig())));
+    const entry = await until(
+      "the Cache API entry",
+      () => cache.match(tierCacheKey(workerConfig())),
+      isDefined,
+      3_000,
+      10,
+    );
     const entryBytes = new Uint8Array(await entry.arrayBuffer());
     // The prepared snapshot's JSON text, and every byte of the entry (columns included) for the scan.
     const cached = `${preparedText(entryBytes)}\n${new TextDecoder("latin1").decode(entryBytes)}`;
@@ -133,10 +131,15 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     expectAllowListed(cachedItems, "Cache API entry");
 
     // L3: the object's persisted last good snapshot (gzip).
-    const stored = await poll("the persisted snapshot", () =>
-      runInDurableObject(gatewayStub(), (_instance, state) =>
-        state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
-      ),
+    const stored = await until(
+      "the persisted snapshot",
+      () =>
+        runInDurableObject(gatewayStub(), (_instance, state) =>
+          state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
+        ),
+      isDefined,
+      3_000,
+      10,
     );
     const storedBytes =
       stored.encoding === "gzip"

@@ -10,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import type { VehiclesFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
 import { counts, expectNoInternals, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
+import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });
 
@@ -154,7 +155,7 @@ describe("partner fails", () => {
     // A hang that is released at once: the connection resets, as from a crashing upstream.
     await sandbox.faults({ vehicles: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    for (let i = 0; i < 300 && (await counts()).vehicles < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor("the hung partner request", async () => (await counts()).vehicles >= 1, 3_000);
     await sandbox.clearFaults();
     const a = await pending;
     expect(a.status).toBe(200);

@@ -17,8 +17,8 @@ import {
   sandboxCounts,
   type VehicleBody,
   type VehicleListBody,
-  waitFor,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 const ALLOWED_ORIGIN = "https://app.example.com";
 const OTHER_ORIGIN = "https://elsewhere.example.org";

@@ -18,8 +18,8 @@ import {
   sandboxCounts,
   type VehicleBody,
   type VehicleListBody,
-  waitFor,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TTL_MS = 30_000;
 const STALE_MS = 120_000;

@@ -10,8 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, onTestFailed } from "vitest";
 import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
+import { until } from "../support/wait.ts";
 import { type RedisServer, startRedis } from "./redis-server.ts";
-import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime, until } from "./runtime-process.ts";
+import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
 
 const REPLICAS = 3;
 const FLEET_SIZE = 200;

@@ -134,7 +134,7 @@ function resetClock(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Vehicles endpoint tests: counts, leak scan, waiting for background work, /health.
+// Vehicles endpoint tests: counts, leak scan, /health (waits for background work: wait.ts).
 
 /**
  * The sandbox's counts in one comparable object: token requests, partner (vehicles) requests,
@@ -143,16 +143,6 @@ function resetClock(): void {
 export async function sandboxCounts(): Promise<{ token: number; vehicles: number; unexpected: number; steal: number }> {
   const c = await sandbox.counters();
   return { token: c.token.total, vehicles: c.vehicles.total, unexpected: c.unexpected, steal: c.steal.total };
-}
-
-/** Polls `check` (every 10 ms, up to `timeoutMs` of real time) until it returns true. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const until = realNow() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (realNow() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** The fetchedAt stamp of this data centre's L2 entry, or undefined when there is none. */
@@ -425,16 +415,6 @@ export function recordTraffic(): TrafficRecorder {
       }
     },
   };
-}
-
-/** Polls `check` (every 10 ms, up to `timeoutMs`) until it returns true; throws with `what` otherwise. */
-export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 /** The sandbox's request counts in one flat object, for one `toEqual` per test (readable diffs). */
