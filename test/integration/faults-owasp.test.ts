@@ -15,13 +15,11 @@ import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { appDeps, gatewayStub, sandbox, workerConfig } from "../support/harness.ts";
+import { appDeps, gatewayStub, NOTHING, sandbox, sandboxCounts, workerConfig } from "../support/harness.ts";
 import {
-  counts,
   expectNoInternals,
   expectProblem,
   LeakScan,
-  NOTHING,
   PLANTED_MARKER,
   type Seen,
   scanSuite,
@@ -154,7 +152,7 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     expect(storedText).not.toContain("fuelCardPin");
     expectAllowListed(JSON.parse(storedText) as Record<string, unknown>[], "persisted snapshot");
 
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("untrusted partner values are validated: out-of-range or mistyped vehicles are dropped, markup stays data", async () => {
@@ -179,7 +177,7 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     const status = await gatewayStub().status();
     scan.see("gateway status", status);
     expect(status.counters.droppedVehicles).toBe(4);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 });
 
@@ -197,7 +195,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
     const queries = Array.from({ length: 60 }, (_, i) => (variants[i % variants.length] as (i: number) => string)(i));
     const answers = await Promise.all(queries.map((q) => scan.fetch(`/v1/vehicles?${q}`)));
     for (const a of answers) expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
     // Another isolate (memory bypassed) finds the one shared entry in the data centre's cache.
     const other = await scan.fetch("/v1/vehicles?limit=7&fuelType=GASOLINE", {
@@ -214,7 +212,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
         retryAfter: "absent",
       });
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("limit is bounded by VEHICLES_MAX_LIMIT (5000, also the default); beyond it 400", async () => {
@@ -226,7 +224,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
       code: "invalid_parameter",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("with a RATE_LIMITER binding: 429 rate_limited with Retry-After, the gateway is not asked; keyed by caller", async () => {
@@ -243,7 +241,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
     expectProblem(a, { status: 429, code: "rate_limited", retryAfter: 60 });
     expect(keys).toEqual(["203.0.113.7"]);
     expect(gateway.calls).toBe(0);
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -299,7 +297,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
       },
     });
     expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     expect(scan.outbound.map((r) => r.url).sort()).toEqual(
       [env.PARTNER_TOKEN_URL, `${env.PARTNER_API_URL}/api/rental/partner/vehicles`].sort(),
     );
@@ -346,7 +344,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
       });
       expect(body.detail).toBe("redirect refused");
       // Refused like any transient failure: three attempts, each to the token endpoint itself.
-      expect(await counts()).toEqual({ ...NOTHING, token: 3 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3 });
       expect((await sandbox.counters()).steal).toEqual({ total: 0, withAuthorization: 0 });
       for (const r of scan.outbound) expect(r.url).toBe(env.PARTNER_TOKEN_URL);
     },
@@ -366,7 +364,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
     const one = await scan.fetch(`/v1/vehicles/${String(fleet[0]?.vin)}`);
     expect(one.status).toBe(200);
 
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     expect((await sandbox.counters()).steal.total).toBe(0);
     for (const r of scan.outbound) expect(targets).not.toContain(r.url);
   });
@@ -428,7 +426,7 @@ describe("API8 Security Misconfiguration", () => {
       expect(a.headers.get("access-control-allow-origin"), path).toBeNull();
     }
     expect(okError.headers.get("vary")?.toLowerCase()).toContain("origin");
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("the request id: Cloudflare's cf-ray on Workers when it is a Ray ID, else a generated UUID (never a client's text)", async () => {
@@ -463,7 +461,7 @@ describe("API8 Security Misconfiguration", () => {
       if (a.status >= 400 || name === "/health") expect(a.headers.get("cache-control"), name).toBe("no-store");
       expectNoInternals(a);
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("an unexpected error is a generic 500 internal: no message, no stack; the detail goes to the log only", async () => {

@@ -136,14 +136,24 @@ function resetClock(): void {
 // ---------------------------------------------------------------------------------------------
 // Vehicles endpoint tests: counts, leak scan, /health (waits for background work: wait.ts).
 
-/**
- * The sandbox's counts in one comparable object: token requests, partner (vehicles) requests,
- * requests to any other path (`unexpected`, expected 0) and redirect-target hits (`steal`).
- */
-export async function sandboxCounts(): Promise<{ token: number; vehicles: number; unexpected: number; steal: number }> {
-  const c = await sandbox.counters();
-  return { token: c.token.total, vehicles: c.vehicles.total, unexpected: c.unexpected, steal: c.steal.total };
+/** The sandbox counts most tests assert: token and partner requests, redirect-target hits, stray requests. */
+export interface Counts {
+  token: number;
+  vehicles: number;
+  /** Hits of the redirect target (`/steal`): a request that followed a partner's redirect. */
+  steal: number;
+  /** Requests to any other path of the sandbox (expected 0). */
+  unexpected: number;
 }
+
+/** The sandbox's counts in one comparable object (for the token broker's detail: `partnerCounts`). */
+export async function sandboxCounts(): Promise<Counts> {
+  const c = await sandbox.counters();
+  return { token: c.token.total, vehicles: c.vehicles.total, steal: c.steal.total, unexpected: c.unexpected };
+}
+
+/** The counts of a case that reached nobody (spread it and name what did: `{ ...NOTHING, token: 1 }`). */
+export const NOTHING: Readonly<Counts> = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 
 /** The fetchedAt stamp of this data centre's L2 entry, or undefined when there is none. */
 export async function cachedFetchedAt(): Promise<number | undefined> {
@@ -417,7 +427,10 @@ export function recordTraffic(): TrafficRecorder {
   };
 }
 
-/** The sandbox's request counts in one flat object, for one `toEqual` per test (readable diffs). */
+/**
+ * The sandbox's request counts in detail (issued and refused tokens, served and refused partner
+ * requests) in one flat object, for one `toEqual` per test of the token broker (readable diffs).
+ */
 export interface PartnerCounts {
   tokenRequests: number;
   tokensIssued: number;

@@ -46,22 +46,6 @@ export interface Outbound {
   settledAt: number | undefined;
 }
 
-/** The sandbox counts a fault case asserts: token and partner requests, redirect-target hits, stray requests. */
-export interface Counts {
-  token: number;
-  vehicles: number;
-  steal: number;
-  unexpected: number;
-}
-
-export async function counts(): Promise<Counts> {
-  const c = await sandbox.counters();
-  return { token: c.token.total, vehicles: c.vehicles.total, steal: c.steal.total, unexpected: c.unexpected };
-}
-
-/** The counts of a case that reached nobody (spread it and name what did: `{ ...NOTHING, token: 1 }`). */
-export const NOTHING: Readonly<Counts> = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
-
 function describe(value: unknown): string {
   if (typeof value === "string") return value;
   if (value instanceof Error) {
