@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { NOTHING, sandboxCounts } from "../support/harness.ts";
-import { expectNoInternals, expectProblem, scanSuite } from "../support/leak-scan.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
 
 const scan = scanSuite({ logLines: false });
 

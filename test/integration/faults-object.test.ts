@@ -12,7 +12,8 @@ import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-objec
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { advanceClock, appDeps, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
-import { expectProblem, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { expectProblem } from "../support/problem.ts";
 import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: false });

@@ -16,14 +16,8 @@ import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import { appDeps, gatewayStub, NOTHING, sandbox, sandboxCounts, workerConfig } from "../support/harness.ts";
-import {
-  expectNoInternals,
-  expectProblem,
-  LeakScan,
-  PLANTED_MARKER,
-  type Seen,
-  scanSuite,
-} from "../support/leak-scan.ts";
+import { LeakScan, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
 import { isDefined, until } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });

@@ -9,7 +9,8 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { VehiclesFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
-import { expectNoInternals, expectProblem, scanSuite } from "../support/leak-scan.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
 import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });

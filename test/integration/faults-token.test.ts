@@ -9,7 +9,8 @@ import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenFault } from "../../sandbox/index.ts";
 import { advanceClock, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
-import { expectProblem, scanSuite } from "../support/leak-scan.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectProblem } from "../support/problem.ts";
 
 const scan = scanSuite({ logLines: true });
 

@@ -5,7 +5,7 @@
  */
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { beforeEach, expect, vi } from "vitest";
+import { beforeEach, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
 import { type Config, configFor } from "../../src/config.ts";
 import {
@@ -522,41 +522,6 @@ export interface VehicleBody {
   vehicle: ServedVehicle;
   fetchedAt: string;
   stale: boolean;
-}
-
-/** An RFC 9457 problem document as the gateway writes it. */
-export interface ProblemBody {
-  type: string;
-  title: string;
-  status: number;
-  code: string;
-  detail?: string;
-  instance?: string;
-  parameter?: string;
-  [key: string]: unknown;
-}
-
-/** The members a problem document of this API may have. */
-export const PROBLEM_MEMBERS = [
-  "type",
-  "title",
-  "status",
-  "code",
-  "detail",
-  "instance",
-  "parameter",
-  "settings",
-  "authentication",
-] as const;
-
-/** An error answer: `status`, problem+json, `no-store`, and a body with that status and `code` (returned, parsed). */
-export function expectProblemAnswer(o: Observed, status: number, code: string): ProblemBody {
-  expect(o.status, o.text).toBe(status);
-  expect(o.headers.get("content-type")).toBe("application/problem+json");
-  expect(o.headers.get("cache-control")).toBe("no-store");
-  const body = JSON.parse(o.text) as ProblemBody;
-  expect(body).toMatchObject({ status, code });
-  return body;
 }
 
 /** The sandbox fleet as the gateway should serve it: no fuelCardPin, sorted by VIN. */
