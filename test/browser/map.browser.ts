@@ -26,6 +26,7 @@ import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
 import { type Local, startLocal } from "../../scripts/start.ts";
 import { VENDOR_DIR, vendorMap } from "../../scripts/vendor-map.ts";
 import { type RuntimeProcess, sandboxSettings, startRuntime } from "../runtimes/runtime-process.ts";
+import { waitFor } from "../support/wait.ts";
 import { Cdp, launchChromium, STEP_TIMEOUT_MS, stopGroup } from "./chromium.ts";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -126,11 +127,10 @@ class MapTab {
 
   /** Bounded polling for a state of the page (never a guessed sleep). */
   async waitFor(what: string, check: () => Promise<boolean>, timeoutMs = STEP_TIMEOUT_MS): Promise<void> {
-    const until = Date.now() + timeoutMs;
-    for (;;) {
-      if (await check()) return;
-      if (Date.now() > until) throw new Error(`timed out waiting for ${what}; problems: ${this.problems.join(" | ")}`);
-      await new Promise((r) => setTimeout(r, 50));
+    try {
+      await waitFor(what, check, timeoutMs, 50);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; problems: ${this.problems.join(" | ")}`);
     }
   }
 

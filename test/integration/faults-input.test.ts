@@ -4,7 +4,9 @@
  * and no partner request (the Worker answers before any tier is touched); afterAll, the leak scan.
  */
 import { describe, expect, it } from "vitest";
-import { counts, expectNoInternals, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
+import { NOTHING, sandboxCounts } from "../support/harness.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
 
 const scan = scanSuite({ logLines: false });
 
@@ -45,7 +47,7 @@ describe("malformed query parameters: 400 invalid_parameter naming the parameter
       const body = expectProblem(a, { status: 400, code: "invalid_parameter", retryAfter: "absent" });
       expect(body.parameter, `${name}=${value}`).toBe(name);
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 
   it("unknown, repeated, case-shifted and dependent parameters", async () => {
@@ -77,7 +79,7 @@ describe("malformed query parameters: 400 invalid_parameter naming the parameter
       code: "invalid_parameter",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -96,7 +98,7 @@ describe("oversized requests: 414 query_too_large, nothing echoed, no request up
       expectProblem(a, { status: 414, code: "query_too_large", retryAfter: "absent" });
       expect(a.text.length).toBeLessThan(url.length);
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -109,7 +111,7 @@ describe("wrong methods: 405 with Allow, no request upstream", () => {
       expectProblem(a, { status: 405, code: "method_not_allowed", retryAfter: "absent" });
       expect(a.headers.get("allow"), `${method} ${route}`).toBe("GET, HEAD, OPTIONS");
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 
   it("an unknown route is 404 not_found whatever the method", async () => {
@@ -120,7 +122,7 @@ describe("wrong methods: 405 with Allow, no request upstream", () => {
         retryAfter: "absent",
       });
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -141,7 +143,7 @@ describe("bodies: 413 body_not_allowed on GET and HEAD, 405 on other methods, no
     expect(head.headers.get("x-content-type-options")).toBe("nosniff");
     // Content-Length: 0 is no body.
     expect((await scan.fetch("/health", { headers: { "content-length": "0" } })).status).toBe(200);
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 
   it("POST, PUT and PATCH with a body (small, 1 MB, streamed): 405, the method being the first mistake; the body is never read", async () => {
@@ -163,7 +165,7 @@ describe("bodies: 413 body_not_allowed on GET and HEAD, 405 on other methods, no
       expectProblem(a, { status: 405, code: "method_not_allowed", retryAfter: "absent" });
       expect(a.headers.get("allow")).toBe("GET, HEAD, OPTIONS");
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -195,7 +197,7 @@ describe("invalid VINs: 400 invalid_vin, no request upstream", () => {
       const body = expectProblem(a, { status: 400, code: "invalid_vin", retryAfter: "absent" });
       expect(body.detail, vin).toBe("a VIN is 17 characters of A-H, J-N, P, R-Z and 0-9");
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -231,7 +233,7 @@ describe("path tricks", () => {
       const a = await scan.fetch(path);
       expectProblem(a, { status: 404, code: "not_found", retryAfter: "absent" });
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 
   it("dot segments that resolve (WHATWG URL) to /health answer /health: no request upstream", async () => {
@@ -241,7 +243,7 @@ describe("path tricks", () => {
       expect(a.json()).toMatchObject({ status: "ok" });
       expectNoInternals(a);
     }
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 
   it("percent-encoded unreserved characters name the same resource (RFC 3986 §6.2.2.2): one partner request for all of them", async () => {
@@ -257,6 +259,6 @@ describe("path tricks", () => {
       code: "vehicle_not_found",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 });

@@ -11,20 +11,14 @@ import { BREAKER_STORE_KEY, type StoredBreaker } from "../../src/partner/circuit
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
-import { advanceClock, appDeps, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectProblem, NOTHING, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { advanceClock, appDeps, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
+import { PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { expectProblem } from "../support/problem.ts";
+import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: false });
 
 const BYPASS = { headers: { "x-gateway-bypass": "memory,cache" } };
-
-async function waitUntilCounts(check: (c: Awaited<ReturnType<typeof counts>>) => boolean): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (check(await counts())) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error("timed out waiting for the sandbox counters");
-}
 
 // Issue 12, item 7.
 describe("a storage error while setting the alarm", () => {
@@ -41,7 +35,7 @@ describe("a storage error while setting the alarm", () => {
     const warm = (await stub.warm({ tokenValidForS: 60 })) as unknown as WarmResult;
     expect(warm.error).toBeUndefined();
     expect(warm.snapshotFetchedAt).toEqual(expect.any(Number));
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
     const lines = warned.mock.calls.map((args) => args.map(String).join(" "));
     expect(lines.filter((l) => l.includes("alarm_set_failed")).length).toBeGreaterThanOrEqual(2);
@@ -52,25 +46,25 @@ describe("a storage error while setting the alarm", () => {
 describe("eviction and reset", () => {
   it("eviction: memory is lost, storage is not; the stored token and snapshot cost no request", async () => {
     expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
     await evictDurableObject(gatewayStub());
     const fromObject = await scan.fetch("/v1/vehicles?limit=1", BYPASS);
     expect(fromObject.status).toBe(200);
     expect(fromObject.headers.get("cache-status")).toMatch(/^gateway-object/);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
     // Past the stale window the object fetches again, with the token it restored from storage.
     await evictDurableObject(gatewayStub());
     advanceClock(160_000);
     expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
   });
 
   it("reset while a token request hangs: the caller gets 503 gateway_unavailable, the next request recovers with one token request", async () => {
     await sandbox.faults({ token: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    await waitUntilCounts((c) => c.token >= 1);
+    await waitFor("the hung token request", async () => (await sandboxCounts()).token >= 1);
 
     await abortAllDurableObjects();
     expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });
@@ -78,21 +72,21 @@ describe("eviction and reset", () => {
     const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => scan.fetch(`/v1/vehicles?limit=${i + 1}`)));
     for (const a of answers) expect(a.status).toBe(200);
     // The hung request, and one more from the new instance: bounded, whatever the traffic.
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 1 });
     await sandbox.clearFaults();
   });
 
   it("reset while the partner call hangs: the next request reuses the stored token (no token request)", async () => {
     await sandbox.faults({ vehicles: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    await waitUntilCounts((c) => c.vehicles >= 1);
+    await waitFor("the hung partner request", async () => (await sandboxCounts()).vehicles >= 1);
 
     await abortAllDurableObjects();
     expectProblem(await pending, { status: 503, code: "gateway_unavailable", retryAfter: 1 });
 
     const answers = await Promise.all(Array.from({ length: 20 }, () => scan.fetch("/v1/vehicles?limit=1")));
     for (const a of answers) expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
     await sandbox.clearFaults();
   });
 });
@@ -108,7 +102,7 @@ describe("the circuit breaker survives a reset", () => {
         retryAfter: "absent",
       });
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
   }
 
   it("open, then reset and evicted: no partner request until retryAt, one trial after it", async () => {
@@ -135,14 +129,14 @@ describe("the circuit breaker survives a reset", () => {
       code: "partner_circuit_open",
       retryAfter: [9, 10],
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
 
     // Past retryAt: half-open, one trial, with the token restored from storage. It succeeds: closed.
     await sandbox.clearFaults();
     advanceClock(10_500);
     expect(Date.now()).toBeGreaterThan(retryAt);
     expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 11 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 11 });
     const closed = await gatewayStub().status();
     scan.see("gateway status", closed);
     expect(closed.breaker).toEqual({ state: "closed" });
@@ -159,11 +153,11 @@ describe("the circuit breaker survives a reset", () => {
 
     const answers = await Promise.all(Array.from({ length: 5 }, () => scan.fetch("/v1/vehicles", BYPASS)));
     for (const a of answers) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
-    expect(await counts()).toEqual(NOTHING); // not even a token request
+    expect(await sandboxCounts()).toEqual(NOTHING); // not even a token request
 
     advanceClock(30_500);
     expect((await scan.fetch("/v1/vehicles?limit=1", BYPASS)).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("a Retry-After window (429, 120 s) survives a reset too", async () => {
@@ -173,7 +167,7 @@ describe("the circuit breaker survives a reset", () => {
       code: "partner_rate_limited",
       retryAfter: 120,
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     await abortAllDurableObjects();
     advanceClock(60_000);
     expectProblem(await scan.fetch("/v1/vehicles", BYPASS), {
@@ -181,7 +175,7 @@ describe("the circuit breaker survives a reset", () => {
       code: "partner_rate_limited",
       retryAfter: [59, 60],
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     await sandbox.clearFaults();
   });
 });

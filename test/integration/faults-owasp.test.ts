@@ -15,17 +15,10 @@ import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { appDeps, gatewayStub, sandbox, workerConfig } from "../support/harness.ts";
-import {
-  counts,
-  expectNoInternals,
-  expectProblem,
-  LeakScan,
-  NOTHING,
-  PLANTED_MARKER,
-  type Seen,
-  scanSuite,
-} from "../support/leak-scan.ts";
+import { appDeps, gatewayStub, NOTHING, sandbox, sandboxCounts, workerConfig } from "../support/harness.ts";
+import { LeakScan, PLANTED_MARKER, type Seen, scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
+import { isDefined, until } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });
 
@@ -51,15 +44,6 @@ function expectAllowListed(vehicles: Record<string, unknown>[], where: string): 
     }
     expect(Object.keys(v.position as object).sort(), where).toEqual(["latitude", "longitude"]);
   }
-}
-
-async function poll<T>(what: string, get: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const v = await get();
-    if (v !== undefined) return v;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 /** A gateway that counts its calls and answers an empty fleet. */
@@ -122,7 +106,13 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
 
     // L2: this data centre's Cache API entry, keyed by the upstream request.
     const cache = await caches.open(CACHE_NAME);
-    const entry = await poll("the Cache API entry", async () => cache.match(tierCacheKey(workerConfig())));
+    const entry = await until(
+      "the Cache API entry",
+      () => cache.match(tierCacheKey(workerConfig())),
+      isDefined,
+      3_000,
+      10,
+    );
     const entryBytes = new Uint8Array(await entry.arrayBuffer());
     // The prepared snapshot's JSON text, and every byte of the entry (columns included) for the scan.
     const cached = `${preparedText(entryBytes)}\n${new TextDecoder("latin1").decode(entryBytes)}`;
@@ -133,10 +123,15 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     expectAllowListed(cachedItems, "Cache API entry");
 
     // L3: the object's persisted last good snapshot (gzip).
-    const stored = await poll("the persisted snapshot", () =>
-      runInDurableObject(gatewayStub(), (_instance, state) =>
-        state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
-      ),
+    const stored = await until(
+      "the persisted snapshot",
+      () =>
+        runInDurableObject(gatewayStub(), (_instance, state) =>
+          state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
+        ),
+      isDefined,
+      3_000,
+      10,
     );
     const storedBytes =
       stored.encoding === "gzip"
@@ -151,7 +146,7 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     expect(storedText).not.toContain("fuelCardPin");
     expectAllowListed(JSON.parse(storedText) as Record<string, unknown>[], "persisted snapshot");
 
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("untrusted partner values are validated: out-of-range or mistyped vehicles are dropped, markup stays data", async () => {
@@ -176,7 +171,7 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     const status = await gatewayStub().status();
     scan.see("gateway status", status);
     expect(status.counters.droppedVehicles).toBe(4);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 });
 
@@ -194,7 +189,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
     const queries = Array.from({ length: 60 }, (_, i) => (variants[i % variants.length] as (i: number) => string)(i));
     const answers = await Promise.all(queries.map((q) => scan.fetch(`/v1/vehicles?${q}`)));
     for (const a of answers) expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
     // Another isolate (memory bypassed) finds the one shared entry in the data centre's cache.
     const other = await scan.fetch("/v1/vehicles?limit=7&fuelType=GASOLINE", {
@@ -211,7 +206,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
         retryAfter: "absent",
       });
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("limit is bounded by VEHICLES_MAX_LIMIT (5000, also the default); beyond it 400", async () => {
@@ -223,7 +218,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
       code: "invalid_parameter",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("with a RATE_LIMITER binding: 429 rate_limited with Retry-After, the gateway is not asked; keyed by caller", async () => {
@@ -240,7 +235,7 @@ describe("API4 Unrestricted Resource Consumption", () => {
     expectProblem(a, { status: 429, code: "rate_limited", retryAfter: 60 });
     expect(keys).toEqual(["203.0.113.7"]);
     expect(gateway.calls).toBe(0);
-    expect(await counts()).toEqual(NOTHING);
+    expect(await sandboxCounts()).toEqual(NOTHING);
   });
 });
 
@@ -296,7 +291,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
       },
     });
     expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     expect(scan.outbound.map((r) => r.url).sort()).toEqual(
       [env.PARTNER_TOKEN_URL, `${env.PARTNER_API_URL}/api/rental/partner/vehicles`].sort(),
     );
@@ -343,7 +338,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
       });
       expect(body.detail).toBe("redirect refused");
       // Refused like any transient failure: three attempts, each to the token endpoint itself.
-      expect(await counts()).toEqual({ ...NOTHING, token: 3 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3 });
       expect((await sandbox.counters()).steal).toEqual({ total: 0, withAuthorization: 0 });
       for (const r of scan.outbound) expect(r.url).toBe(env.PARTNER_TOKEN_URL);
     },
@@ -363,7 +358,7 @@ describe("API7 Server Side Request Forgery: the partner host is fixed by configu
     const one = await scan.fetch(`/v1/vehicles/${String(fleet[0]?.vin)}`);
     expect(one.status).toBe(200);
 
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     expect((await sandbox.counters()).steal.total).toBe(0);
     for (const r of scan.outbound) expect(targets).not.toContain(r.url);
   });
@@ -425,7 +420,7 @@ describe("API8 Security Misconfiguration", () => {
       expect(a.headers.get("access-control-allow-origin"), path).toBeNull();
     }
     expect(okError.headers.get("vary")?.toLowerCase()).toContain("origin");
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("the request id: Cloudflare's cf-ray on Workers when it is a Ray ID, else a generated UUID (never a client's text)", async () => {
@@ -460,7 +455,7 @@ describe("API8 Security Misconfiguration", () => {
       if (a.status >= 400 || name === "/health") expect(a.headers.get("cache-control"), name).toBe("no-store");
       expectNoInternals(a);
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("an unexpected error is a generic 500 internal: no message, no stack; the detail goes to the log only", async () => {

@@ -8,8 +8,10 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { VehiclesFault } from "../../sandbox/index.ts";
-import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectNoInternals, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
+import { advanceClock, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectNoInternals, expectProblem } from "../support/problem.ts";
+import { waitFor } from "../support/wait.ts";
 
 const scan = scanSuite({ logLines: true });
 
@@ -29,7 +31,7 @@ describe("partner 401", () => {
     expect(again.status).toBe(200);
     expectNoInternals(again);
 
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 3 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 3 });
     expect((await sandbox.counters()).vehicles.rejected).toMatchObject({ revoked: 1 });
     const [t1, t1again, t2] = bearersSent();
     expect(t1again).toBe(t1);
@@ -45,7 +47,7 @@ describe("partner 401", () => {
 
     const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => scan.fetch(`/v1/vehicles?limit=${i + 1}`)));
     for (const a of answers) expectProblem(a, { status: 502, code: "partner_unauthorized", retryAfter: "absent" });
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 2 });
     const [first, replay] = bearersSent();
     expect(replay).not.toBe(first);
 
@@ -56,7 +58,7 @@ describe("partner 401", () => {
       code: "partner_unauthorized",
       retryAfter: "absent",
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 3 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 3 });
   });
 });
 
@@ -102,19 +104,19 @@ describe("partner asks us to wait", () => {
 
       expectProblem(await scan.fetch("/v1/vehicles"), { status: 503, code, retryAfter });
       // No retry of a 429/503: the partner said when.
-      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
       const waitS = typeof retryAfter === "number" ? retryAfter : retryAfter[0];
       advanceClock((waitS - 5) * 1000);
       const inside = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles?limit=2")));
       for (const a of inside) expectProblem(a, { status: 503, code, retryAfter: [1, 7] });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 
       await sandbox.clearFaults();
       advanceClock(7_000);
       expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
       // A window longer than the token's life (300 s) ends with a token request too, of course.
-      expect(await counts()).toEqual({ ...NOTHING, token: waitS + 2 > 240 ? 2 : 1, vehicles: 2 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: waitS + 2 > 240 ? 2 : 1, vehicles: 2 });
     },
   );
 });
@@ -124,18 +126,18 @@ describe("partner fails", () => {
     await sandbox.faults({ vehicles: { kind: "status", status: 500 } });
 
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "partner_error", retryAfter: "absent" });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
     for (let i = 2; i <= 5; i++) {
       expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "partner_error", retryAfter: "absent" });
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
 
     // Open: answered at once with the cool-down, nothing sent.
     const open = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles")));
     for (const a of open) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
     advanceClock(20_000);
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 503, code: "partner_circuit_open", retryAfter: [9, 10] });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 10 });
     const status = await gatewayStub().status();
     scan.see("gateway status", status);
     expect(status.breaker.state).toBe("open");
@@ -144,7 +146,7 @@ describe("partner fails", () => {
     await sandbox.clearFaults();
     advanceClock(11_000);
     expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 11 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 11 });
     const after = await gatewayStub().status();
     scan.see("gateway status", after);
     expect(after.breaker.state).toBe("closed");
@@ -154,11 +156,11 @@ describe("partner fails", () => {
     // A hang that is released at once: the connection resets, as from a crashing upstream.
     await sandbox.faults({ vehicles: { kind: "hang", times: 1 } });
     const pending = scan.fetch("/v1/vehicles?limit=1");
-    for (let i = 0; i < 300 && (await counts()).vehicles < 1; i++) await new Promise((r) => setTimeout(r, 10));
+    await waitFor("the hung partner request", async () => (await sandboxCounts()).vehicles >= 1, 3_000);
     await sandbox.clearFaults();
     const a = await pending;
     expect(a.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 2 });
   });
 });
 
@@ -177,7 +179,7 @@ describe("partner redirects", () => {
       await sandbox.faults({ vehicles: { kind: "redirect", status, ...(location ? { location } : {}) } });
 
       expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "partner_redirect", retryAfter: "absent" });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
       expect((await sandbox.counters()).steal).toEqual({ total: 0, withAuthorization: 0 });
       for (const r of scan.outbound) expect(r.url).not.toContain("/steal");
     },
@@ -232,7 +234,7 @@ describe("partner answers that are not a fleet", () => {
       await sandbox.faults({ vehicles: fault });
 
       expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code, retryAfter: "absent" });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     },
   );
 });
@@ -274,7 +276,7 @@ describe("partner bodies too costly to parse (millions of tiny values under the 
       retryAfter: "absent",
     });
     expect(body.detail).toBe("answer refused before parsing: more than 200002 objects and arrays");
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     expect((await sandbox.counters()).vehicles.byStatus).toEqual({ 200: 1 });
     expect(await runInDurableObject(gatewayStub(), (instance) => instances.has(instance))).toBe(true);
   });
@@ -288,11 +290,11 @@ describe("partner bodies too costly to parse (millions of tiny values under the 
         code: "partner_response_invalid",
         retryAfter: "absent",
       });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: i });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: i });
     }
     const answers = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles?limit=3")));
     for (const a of answers) expectProblem(a, { status: 503, code: "partner_circuit_open", retryAfter: [29, 30] });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 5 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 5 });
   });
 });
 
@@ -306,7 +308,7 @@ describe("partner timeouts cover headers and body", () => {
     for (const a of answers) expectProblem(a, { status: 504, code: "partner_timeout", retryAfter: "absent" });
     expect(elapsed).toBeGreaterThanOrEqual(9_900);
     expect(elapsed).toBeLessThan(13_000);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("headers at once, then the body stalls: the same deadline covers the body, 504 partner_timeout at 10 s", async () => {
@@ -318,7 +320,7 @@ describe("partner timeouts cover headers and body", () => {
     expectProblem(a, { status: 504, code: "partner_timeout", retryAfter: "absent" });
     expect(elapsed).toBeGreaterThanOrEqual(9_900);
     expect(elapsed).toBeLessThan(13_000);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("a slow body that completes within the deadline is accepted", async () => {
@@ -327,6 +329,6 @@ describe("partner timeouts cover headers and body", () => {
     const a = await scan.fetch("/v1/vehicles?limit=5");
     expect(a.status).toBe(200);
     expect(a.json<{ total: number }>().total).toBe(2000);
-    expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 });

@@ -8,8 +8,9 @@ import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import type { TokenFault } from "../../sandbox/index.ts";
-import { advanceClock, gatewayStub, sandbox } from "../support/harness.ts";
-import { counts, expectProblem, NOTHING, scanSuite } from "../support/leak-scan.ts";
+import { advanceClock, gatewayStub, NOTHING, sandbox, sandboxCounts } from "../support/harness.ts";
+import { scanSuite } from "../support/leak-scan.ts";
+import { expectProblem } from "../support/problem.ts";
 
 const scan = scanSuite({ logLines: true });
 
@@ -33,7 +34,7 @@ async function expectTwoTimedOutAttempts(n: number, path: (i: number) => string)
   // Two attempts of 5 s each (a third could not end within the 15 s budget), one after the other.
   expect(elapsed).toBeGreaterThanOrEqual(9_900);
   expect(elapsed).toBeLessThan(15_000);
-  expect(await counts()).toEqual({ ...NOTHING, token: 2 });
+  expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2 });
   expect(scan.maxInFlight(env.PARTNER_TOKEN_URL ?? "")).toBe(1);
 }
 
@@ -42,7 +43,7 @@ async function expectAccepted(fault: TokenFault): Promise<void> {
   await sandbox.faults({ token: fault });
 
   expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-  expect(await counts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
+  expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
 }
 
 /** The gateway object holds a valid token with `secondsLeft` in [min, max]. */
@@ -74,7 +75,7 @@ describe("token endpoint hangs", () => {
     advanceClock(1_500);
     const ok = await scan.fetch("/v1/vehicles?limit=1");
     expect(ok.status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 3, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3, vehicles: 1 });
   });
 
   it("headers at once, then the body stalls: the deadline covers the body too, 504 token_endpoint_timeout", async () => {
@@ -90,21 +91,21 @@ describe("token endpoint errors", () => {
     await sandbox.faults({ token: { kind: "status", status: 500 } });
 
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_endpoint_error", retryAfter: 1 });
-    expect(await counts()).toEqual({ ...NOTHING, token: 3 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3 });
     // Inside the 1 s window: answered at once, nothing sent.
     const inside = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles")));
     for (const a of inside) expectProblem(a, { status: 502, code: "token_endpoint_error", retryAfter: 1 });
-    expect(await counts()).toEqual({ ...NOTHING, token: 3 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3 });
 
     // After it: one more refresh (three attempts), and the next window is twice as long.
     advanceClock(1_100);
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_endpoint_error", retryAfter: 2 });
-    expect(await counts()).toEqual({ ...NOTHING, token: 6 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 6 });
 
     await sandbox.clearFaults();
     advanceClock(2_100);
     expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 7, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 7, vehicles: 1 });
   });
 
   it("429 with Retry-After 30: 503 token_endpoint_unavailable with Retry-After; no token request inside the window", async () => {
@@ -116,19 +117,19 @@ describe("token endpoint errors", () => {
       retryAfter: 30,
     });
     // Retry-After is honoured at once: no second attempt.
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
 
     advanceClock(20_000);
     const inside = await Promise.all(Array.from({ length: 10 }, () => scan.fetch("/v1/vehicles")));
     for (const a of inside) {
       expectProblem(a, { status: 503, code: "token_endpoint_unavailable", retryAfter: [9, 10] });
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
 
     await sandbox.clearFaults();
     advanceClock(10_500);
     expect((await scan.fetch("/v1/vehicles?limit=1")).status).toBe(200);
-    expect(await counts()).toEqual({ ...NOTHING, token: 2, vehicles: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 1 });
   });
 
   it("invalid_client: 502 token_client_rejected, remembered for 60 s: one token request a minute, never a storm", async () => {
@@ -140,13 +141,13 @@ describe("token endpoint errors", () => {
       retryAfter: 60,
     });
     expect(first.detail).toBe("invalid_client");
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
 
     const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => scan.fetch(`/v1/vehicles?limit=${i + 1}`)));
     for (const a of burst) expectProblem(a, { status: 502, code: "token_client_rejected", retryAfter: [59, 60] });
     advanceClock(58_000);
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_client_rejected", retryAfter: [1, 2] });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
 
     // A minute on, one more try (still rejected), and another minute of silence.
     advanceClock(3_000);
@@ -156,7 +157,7 @@ describe("token endpoint errors", () => {
       code: "token_client_rejected",
       retryAfter: [59, 60],
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 2 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2 });
   });
 
   // Issue 12, item 2: the token endpoint's own text never reaches a client, only the log.
@@ -177,7 +178,7 @@ describe("token endpoint errors", () => {
       expect(seen.text).not.toContain("evil.example");
       expect(seen.text).not.toContain("Account suspended");
     }
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
     // The operator can still read what the endpoint said (the scan's spy on console.warn, reused).
     const warned = vi.spyOn(console, "warn").mock.calls.map((args) => args.map(String).join(" "));
     expect(warned.some((l) => l.includes("token_request_failed") && l.includes("evil.example/pay"))).toBe(true);
@@ -193,7 +194,7 @@ describe("token endpoint errors", () => {
     });
     // The registered §5.2 code may be named; the server's prose (error_description) never.
     expect(body.detail).toBe("server_error");
-    expect(await counts()).toEqual({ ...NOTHING, token: 3 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 3 });
   });
 
   // Answers that are not a usable token: refused on the first attempt (the same request would get
@@ -223,7 +224,7 @@ describe("token endpoint errors", () => {
     await sandbox.faults({ token: { kind: "latency", ms: 3_000 } });
 
     expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_response_invalid", retryAfter: 1 });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
     expect((await sandbox.counters()).token.issued).toBe(1);
     expect(scan.vehiclesRequests()).toHaveLength(0);
     expect((await tokenStatus()).state).toBe("failing");
@@ -233,7 +234,7 @@ describe("token endpoint errors", () => {
       code: "token_response_invalid",
       retryAfter: 1,
     });
-    expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
   });
 
   it.each(invalidAnswers)(
@@ -242,7 +243,7 @@ describe("token endpoint errors", () => {
       await sandbox.faults({ token: fault });
 
       expectProblem(await scan.fetch("/v1/vehicles"), { status: 502, code: "token_response_invalid", retryAfter: 1 });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
       expect((await sandbox.counters()).token.issued).toBe(issued);
       // No hot loop: inside the cool-down, nothing is sent.
       expectProblem(await scan.fetch("/v1/vehicles?limit=1"), {
@@ -250,7 +251,7 @@ describe("token endpoint errors", () => {
         code: "token_response_invalid",
         retryAfter: 1,
       });
-      expect(await counts()).toEqual({ ...NOTHING, token: 1 });
+      expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1 });
       expect(scan.vehiclesRequests()).toHaveLength(0);
     },
   );

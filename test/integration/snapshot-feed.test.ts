@@ -12,7 +12,6 @@ import {
   advanceClock,
   coldStart,
   expectNoLeaks,
-  expectProblemAnswer,
   health,
   observe,
   observeJson,
@@ -20,6 +19,7 @@ import {
   sandboxCounts,
   type VehicleListBody,
 } from "../support/harness.ts";
+import { expectProblem } from "../support/problem.ts";
 
 const feed = () => (exports as unknown as { SnapshotFeed: Fetcher }).SnapshotFeed;
 const feedGet = (path = FEED_PATH, init?: RequestInit) => feed().fetch(`https://feed.internal${path}`, init);
@@ -78,7 +78,7 @@ describe("the snapshot feed", () => {
 
   it("is not reachable from outside: no public path leads to it, and it answers only GET /snapshot", async () => {
     for (const path of [FEED_PATH, `/v1${FEED_PATH}`, "/__feed", "/SnapshotFeed/snapshot"]) {
-      expectProblemAnswer(await observe(path), 404, "not_found");
+      expectProblem(await observe(path), { status: 404, code: "not_found" });
     }
     for (const [path, method] of [
       ["/", "GET"],

@@ -13,7 +13,6 @@ import { type StoredToken, settingsFingerprint, TOKEN_STORE_KEY } from "../../sr
 import {
   advanceClock,
   coldStart,
-  eventually,
   gatewayStub,
   NO_REJECTIONS,
   partnerCounts,
@@ -25,6 +24,7 @@ import {
   tokenBroker,
   workerConfig,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 /** `n` concurrent requests through the Worker (a few different queries: filters never reach the partner). */
 function burst(rec: TrafficRecorder, n: number): Promise<RecordedResponse[]> {
@@ -116,7 +116,7 @@ describe("token broker in the gateway object: refresh timing", () => {
     advanceClock(250_000);
     expectAllOk(await burst(rec, 100));
     // The renewal runs behind the token still handed out: wait for it to land.
-    await eventually("the background refresh", async () => (await sandbox.counters()).token.issued >= 2);
+    await waitFor("the background refresh", async () => (await sandbox.counters()).token.issued >= 2, 3_000);
     // More callers at that moment start nothing more.
     expectAllOk(await burst(rec, 100));
     await Promise.all(Array.from({ length: 20 }, () => gatewayStub().status()));
@@ -330,7 +330,7 @@ describe("nothing leaks", () => {
     // Refresh by time, by the alarm, and forced by a 401.
     advanceClock(250_000);
     expectAllOk(await burst(rec, 10));
-    await eventually("the background refresh", async () => (await sandbox.counters()).token.issued >= 2);
+    await waitFor("the background refresh", async () => (await sandbox.counters()).token.issued >= 2, 3_000);
     await sandbox.revokeAll();
     advanceClock(160_000);
     expectAllOk(await burst(rec, 10));

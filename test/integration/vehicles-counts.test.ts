@@ -16,8 +16,8 @@ import {
   observe,
   sandboxCounts,
   type VehicleListBody,
-  waitFor,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TTL_MS = 30_000;
 

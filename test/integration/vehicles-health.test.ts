@@ -15,8 +15,8 @@ import {
   observe,
   sandbox,
   sandboxCounts,
-  waitFor,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 const logs = coldStartEachCapturingLogs();
 

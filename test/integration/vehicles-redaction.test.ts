@@ -24,9 +24,9 @@ import {
   sandboxCounts,
   type VehicleBody,
   type VehicleListBody,
-  waitFor,
   workerConfig,
 } from "../support/harness.ts";
+import { waitFor } from "../support/wait.ts";
 
 const KEYS = [...SERVED_VEHICLE_KEYS];
 

@@ -9,7 +9,6 @@ import {
   advanceClock,
   coldStartEachCapturingLogs,
   expectNoLeaks,
-  expectProblemAnswer,
   health,
   type Observed,
   observe,
@@ -18,8 +17,9 @@ import {
   sandboxCounts,
   type VehicleBody,
   type VehicleListBody,
-  waitFor,
 } from "../support/harness.ts";
+import { expectProblem } from "../support/problem.ts";
+import { waitFor } from "../support/wait.ts";
 
 const TTL_MS = 30_000;
 const STALE_MS = 120_000;
@@ -91,7 +91,7 @@ describe("vehicles endpoint: stale serving", () => {
     // Past TTL + stale (at 151 s) with the partner still failing: nothing left to serve.
     advanceClock(TTL_MS + STALE_MS - 61_000 + 1_000);
     const failed = await observe("/v1/vehicles?limit=3");
-    const problem = expectProblemAnswer(failed, 502, "partner_error");
+    const problem = expectProblem(failed, { status: 502, code: "partner_error" });
     expect(failed.headers.get("retry-after")).toBeNull();
     expect(problem.detail).toBe("HTTP 500");
     expect(failed.text).not.toContain("<html");
@@ -144,14 +144,14 @@ describe("vehicles endpoint: stale serving", () => {
 
     advanceClock(STALE_MS);
     const failed = await observe("/v1/vehicles?limit=2");
-    expectProblemAnswer(failed, 503, "partner_unavailable");
+    expectProblem(failed, { status: 503, code: "partner_unavailable" });
     expect(failed.headers.get("retry-after")).toBe("7");
     await settledPartnerRequests(3);
 
     // Inside the partner's Retry-After window nothing goes out; the client is told how long is left.
     advanceClock(3_000);
     const again = await observe("/v1/vehicles?limit=2");
-    expectProblemAnswer(again, 503, "partner_unavailable");
+    expectProblem(again, { status: 503, code: "partner_unavailable" });
     expect(Number(again.headers.get("retry-after"))).toBeGreaterThanOrEqual(3);
     expect(Number(again.headers.get("retry-after"))).toBeLessThanOrEqual(4);
     await settledPartnerRequests(3);
@@ -175,7 +175,7 @@ describe("vehicles endpoint: stale serving", () => {
     await settledPartnerRequests(2);
     advanceClock(20_000);
     const failed = await observe("/v1/vehicles?limit=2");
-    expectProblemAnswer(failed, 503, "partner_rate_limited");
+    expectProblem(failed, { status: 503, code: "partner_rate_limited" });
     expect(failed.headers.get("retry-after")).toBe("4");
     await settledPartnerRequests(3);
     await sandbox.clearFaults();

@@ -10,7 +10,16 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
 import worker from "../../src/runtimes/cloudflare/worker.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
-import { advanceClock, coldStart, get, health, sandbox, workerConfig } from "../support/harness.ts";
+import {
+  advanceClock,
+  coldStart,
+  get,
+  health,
+  NOTHING,
+  sandbox,
+  sandboxCounts,
+  workerConfig,
+} from "../support/harness.ts";
 
 /**
  * One cron tick: the Worker's own `scheduled` export, called as the runtime calls it. (In this
@@ -23,12 +32,6 @@ async function tick(): Promise<void> {
   // The handler returns nothing; everything runs in waitUntil, which this waits for.
   await worker.scheduled(controller, env, ctx);
   await waitOnExecutionContext(ctx);
-}
-
-/** Token and partner (vehicles) requests the sandbox has seen since the last reset. */
-async function counts(): Promise<{ token: number; vehicles: number; unexpected: number }> {
-  const c = await sandbox.counters();
-  return { token: c.token.total, vehicles: c.vehicles.total, unexpected: c.unexpected };
 }
 
 /** The structured log lines written at `level` since the spy was set, parsed. */
@@ -57,7 +60,7 @@ describe("scheduled warm-up", () => {
   it("from cold: one token request, one partner request, the feed asked once; nothing filled here; vehicles then cost the partner nothing", async () => {
     expect(await l2Filled()).toBe(false);
     await tick();
-    expect(await counts()).toEqual({ token: 1, vehicles: 1, unexpected: 0 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
     // Cron runs where users are not: neither this data centre's cache nor isolate memory is filled.
     expect(await l2Filled()).toBe(false);
     const h = await health();
@@ -70,32 +73,32 @@ describe("scheduled warm-up", () => {
     expect(first.headers.get("cache-status")).toMatch(/^gateway-object; fwd=miss; stored/);
     expect(((await first.json()) as { vehicles: unknown[] }).vehicles).toHaveLength(2);
 
-    expect(await counts()).toEqual({ token: 1, vehicles: 1, unexpected: 0 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 1, vehicles: 1 });
   });
 
   it("ticks within the token's life request no token; a tick past its refresh time requests exactly one", async () => {
     await tick();
-    expect(await counts()).toMatchObject({ token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toMatchObject({ token: 1, vehicles: 1 });
 
     // Right away: token and snapshot are both fresh, the partner hears nothing.
     await tick();
-    expect(await counts()).toMatchObject({ token: 1, vehicles: 1 });
+    expect(await sandboxCounts()).toMatchObject({ token: 1, vehicles: 1 });
 
     // The next minute: the snapshot is renewed, the 300 s token is still good past the next tick.
     advanceClock(60_000);
     await tick();
-    expect(await counts()).toMatchObject({ token: 1, vehicles: 2 });
+    expect(await sandboxCounts()).toMatchObject({ token: 1, vehicles: 2 });
 
     // 250 s after it was issued the token is past its refresh time (at most 240 s for 300 s)
     // and would not outlast the next tick: one refresh.
     advanceClock(190_000);
     await tick();
-    expect(await counts()).toMatchObject({ token: 2, vehicles: 3 });
+    expect(await sandboxCounts()).toMatchObject({ token: 2, vehicles: 3 });
 
     // And the new one is not refreshed again on the following tick.
     advanceClock(60_000);
     await tick();
-    expect(await counts()).toEqual({ token: 2, vehicles: 4, unexpected: 0 });
+    expect(await sandboxCounts()).toEqual({ ...NOTHING, token: 2, vehicles: 4 });
   });
 
   it("with a failing partner a tick logs a warning, does not throw, and sends at most two partner requests", async () => {
@@ -103,10 +106,10 @@ describe("scheduled warm-up", () => {
     const warn = vi.spyOn(console, "warn");
     const error = vi.spyOn(console, "error");
 
-    let before = await counts();
+    let before = await sandboxCounts();
     for (let i = 0; i < 4; i++) {
       await expect(tick()).resolves.toBeUndefined();
-      const now = await counts();
+      const now = await sandboxCounts();
       expect(now.vehicles - before.vehicles, `tick ${i}`).toBeLessThanOrEqual(2);
       expect(now.token - before.token, `tick ${i}`).toBeLessThanOrEqual(1);
       before = now;

@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Counters, PIN_MARKER, type Sandbox, startSandbox, type Vehicle } from "../../sandbox/index.ts";
-import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime, until } from "./runtime-process.ts";
+import { until } from "../support/wait.ts";
+import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
 
 const FLEET_SIZE = 2000;
 const REQUEST_TIMEOUT_MS = 10_000;

@@ -10,8 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, onTestFailed } from "vitest";
 import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
+import { until } from "../support/wait.ts";
 import { type RedisServer, startRedis } from "./redis-server.ts";
-import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime, until } from "./runtime-process.ts";
+import { type Runtime, type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
 
 const REPLICAS = 3;
 const FLEET_SIZE = 200;
@@ -49,6 +50,12 @@ async function answer(base: string, path: string) {
   };
 }
 
+/** An answer inside a failure window: a 5xx with a positive Retry-After. */
+function expectFailureWindow(a: { status: number; retryAfter: string | null }): void {
+  expect(a.status).toBeGreaterThanOrEqual(500);
+  expect(Number(a.retryAfter)).toBeGreaterThan(0);
+}
+
 async function health(p: RuntimeProcess): Promise<Health> {
   const res = await fetch(`${p.url}/health`, { signal: AbortSignal.timeout(10_000) });
   return (await res.json()) as Health;
@@ -82,10 +89,12 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   /** The settings the replicas of this test run with (one more may join). */
   let replicaSettings: Record<string, string> = {};
 
-  async function start(settings: Record<string, string> = {}): Promise<RuntimeProcess[]> {
-    sandbox = await startSandbox({ port: 0, fleetSize: FLEET_SIZE, seed: 13, tickMs: 0 });
+  /** The sandbox, a store and the replicas on it; returns the sandbox. */
+  async function start(settings: Record<string, string> = {}): Promise<Sandbox> {
+    const sb = await startSandbox({ port: 0, fleetSize: FLEET_SIZE, seed: 13, tickMs: 0 });
+    sandbox = sb;
     store = await openStore(runtime);
-    const all = { ...sandboxSettings(sandbox), ...store.settings, ...settings };
+    const all = { ...sandboxSettings(sb), ...store.settings, ...settings };
     replicaSettings = all;
     procs = await Promise.all(
       Array.from({ length: REPLICAS }, () => startRuntime(runtime, all, 30_000, store?.flags ?? [])),
@@ -98,13 +107,31 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
         console.log(`replica ${i}:\n${lines.filter((l) => /token|snapshot|store|fenced|partner/.test(l)).join("\n")}`);
       });
     });
-    return procs;
+    return sb;
   }
 
   /** `n` concurrent requests to every replica; their statuses, by replica. */
   async function burst(n: number, targets = procs): Promise<number[][]> {
     return Promise.all(
       targets.map((p) => Promise.all(Array.from({ length: n }, (_, i) => get(p.url, `/v1/vehicles?limit=${1 + i}`)))),
+    );
+  }
+
+  /** `burst(n)`, every answer a 200. */
+  async function burstOk(n: number): Promise<void> {
+    expect((await burst(n)).flat().every((st) => st === 200)).toBe(true);
+  }
+
+  /** Traffic (2 requests to each replica, every answer a 200) until the partner has served `n` fetches. */
+  function untilServed(s: Sandbox, n: number, what: string) {
+    return until(
+      what,
+      async () => {
+        await burstOk(2);
+        return s.counters();
+      },
+      (c) => c.vehicles.served >= n,
+      60_000,
     );
   }
 
@@ -120,14 +147,9 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "answers concurrent cold traffic to every replica with 1 token and 1 partner request in total",
     async () => {
-      await start({ VEHICLES_TTL_S: "300" });
-      const s = sandbox as Sandbox;
-      const statuses = await burst(20);
-      expect(statuses.flat().every((st) => st === 200)).toBe(true);
-      const c = s.counters();
-      expect(c.token.total).toBe(1);
-      expect(c.vehicles.total).toBe(1);
-      expect(c.unexpected).toBe(0);
+      const s = await start({ VEHICLES_TTL_S: "300" });
+      await burstOk(20);
+      expect(s.counters()).toMatchObject({ token: { total: 1 }, vehicles: { total: 1 }, unexpected: 0 });
       const healths = await Promise.all(procs.map(health));
       for (const h of healths) {
         expect(h.gateway.store).toMatchObject({ kind: runtime === "deno" ? "kv" : "redis", state: "ok", failures: 0 });
@@ -153,17 +175,15 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       const lifetimeS = 4;
       // A 1 s TTL and steady traffic to every replica: the partner fetch (and with it the need for
       // a token) moves from replica to replica, and every replica's alarm keeps what it holds.
-      await start({ VEHICLES_TTL_S: "1" });
-      const s = sandbox as Sandbox;
+      const s = await start({ VEHICLES_TTL_S: "1" });
       s.setTokenTtl(lifetimeS);
-      expect((await burst(2)).flat().every((st) => st === 200)).toBe(true);
+      await burstOk(2);
       expect(s.counters().token.total).toBe(1);
       const t0 = Date.now();
       const c = await until(
         "three renewals",
         async () => {
-          const statuses = await burst(1);
-          expect(statuses.flat().every((st) => st === 200)).toBe(true);
+          await burstOk(1);
           return s.counters();
         },
         (c) => c.token.total >= 4,
@@ -187,23 +207,13 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "refreshes a revoked token once in total, whichever replicas meet the 401",
     async () => {
-      await start({ VEHICLES_TTL_S: "1" });
-      const s = sandbox as Sandbox;
-      expect((await burst(2)).flat().every((st) => st === 200)).toBe(true);
+      const s = await start({ VEHICLES_TTL_S: "1" });
+      await burstOk(2);
       expect(s.counters().token.total).toBe(1);
       expect(s.revokeAll()).toBe(1);
       s.resetCounters();
       // Traffic to every replica for a few TTLs: each revalidation is one partner fetch for all.
-      await until(
-        "three partner fetches after the revocation",
-        async () => {
-          const statuses = await burst(2);
-          expect(statuses.flat().every((st) => st === 200)).toBe(true);
-          return s.counters();
-        },
-        (c) => c.vehicles.served >= 3,
-        60_000,
-      );
+      await untilServed(s, 3, "three partner fetches after the revocation");
       const c = s.counters();
       expect(c.vehicles.rejected.revoked).toBeGreaterThanOrEqual(1);
       expect(c.token.total).toBe(1);
@@ -214,8 +224,7 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "takes over from a replica killed mid-refresh once its lease lapses, with no duplicate burst",
     async () => {
-      await start({ VEHICLES_TTL_S: "300", PARTNER_TOKEN_TIMEOUT_MS: "5000" });
-      const s = sandbox as Sandbox;
+      const s = await start({ VEHICLES_TTL_S: "300", PARTNER_TOKEN_TIMEOUT_MS: "5000" });
       // The first token request hangs for 3 s: long enough to find who sent it and kill it.
       s.setFaults({ token: { kind: "latency", ms: 3000, times: 1 } });
       const traffic = burst(5);
@@ -232,10 +241,8 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       statuses.forEach((list, i) => {
         if (i !== holder) expect(list).toEqual(list.map(() => 200));
       });
-      const c = s.counters();
       // The dead replica's request and the one of the replica that took over: nobody else's.
-      expect(c.token.total).toBe(2);
-      expect(c.vehicles.total).toBe(1);
+      expect(s.counters()).toMatchObject({ token: { total: 2 }, vehicles: { total: 1 } });
     },
     TEST_TIMEOUT_MS,
   );
@@ -243,8 +250,7 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "honours rejected credentials for all replicas together: one token request, no storm",
     async () => {
-      await start({ VEHICLES_TTL_S: "300" });
-      const s = sandbox as Sandbox;
+      const s = await start({ VEHICLES_TTL_S: "300" });
       s.setFaults({ token: { kind: "invalidClient" } });
       // One replica first, so its failure window is in the store before the others ask.
       const first = await answer((procs[0] as RuntimeProcess).url, "/v1/vehicles?limit=1");
@@ -253,13 +259,10 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
         procs.flatMap((p) => Array.from({ length: 5 }, () => answer(p.url, "/v1/vehicles?limit=1"))),
       );
       for (const a of [first, ...rest]) {
-        expect(a.status).toBeGreaterThanOrEqual(500);
+        expectFailureWindow(a);
         expect(a.type).toMatch(/^application\/problem\+json/);
-        expect(Number(a.retryAfter)).toBeGreaterThan(0);
       }
-      const c = s.counters();
-      expect(c.token.total).toBe(1);
-      expect(c.vehicles.total).toBe(0);
+      expect(s.counters()).toMatchObject({ token: { total: 1 }, vehicles: { total: 0 } });
       const { clientSecrets } = s.secrets();
       for (const a of rest) for (const secret of clientSecrets) expect(a.text).not.toContain(secret);
     },
@@ -269,16 +272,12 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "waits out the token endpoint's Retry-After on every replica, then one replica retries",
     async () => {
-      await start({ VEHICLES_TTL_S: "300" });
-      const s = sandbox as Sandbox;
+      const s = await start({ VEHICLES_TTL_S: "300" });
       s.setFaults({ token: { kind: "tooManyRequests", retryAfter: 2, times: 1 } });
       const first = await answer((procs[0] as RuntimeProcess).url, "/v1/vehicles?limit=1");
       expect(first.status).toBeGreaterThanOrEqual(500);
       const during = await Promise.all(procs.map((p) => answer(p.url, "/v1/vehicles?limit=1")));
-      for (const a of during) {
-        expect(a.status).toBeGreaterThanOrEqual(500);
-        expect(Number(a.retryAfter)).toBeGreaterThan(0);
-      }
+      for (const a of during) expectFailureWindow(a);
       expect(s.counters().token.total).toBe(1);
       await until(
         "every replica to answer after the window",
@@ -286,9 +285,7 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
         (statuses) => statuses.every((st) => st === 200),
         30_000,
       );
-      const c = s.counters();
-      expect(c.token.total).toBe(2);
-      expect(c.vehicles.total).toBe(1);
+      expect(s.counters()).toMatchObject({ token: { total: 2 }, vehicles: { total: 1 } });
     },
     TEST_TIMEOUT_MS,
   );
@@ -296,9 +293,8 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it(
     "serves a replica that starts cold during a partner outage from the others' stored copy (stale-if-error)",
     async () => {
-      await start({ VEHICLES_TTL_S: "1" });
-      const s = sandbox as Sandbox;
-      expect((await burst(2)).flat().every((st) => st === 200)).toBe(true);
+      const s = await start({ VEHICLES_TTL_S: "1" });
+      await burstOk(2);
       s.setFaults({ vehicles: { kind: "status", status: 503 } });
       // The stored copy goes stale: a warm replica says so once its own revalidation failed.
       const warm = procs[0] as RuntimeProcess;
@@ -324,10 +320,9 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
   it.runIf(runtime === "bun")(
     "keeps answering per process while redis-server is down, then recovers to one shared token",
     async () => {
-      await start({ VEHICLES_TTL_S: "1" });
-      const s = sandbox as Sandbox;
+      const s = await start({ VEHICLES_TTL_S: "1" });
       const redis = store?.redis as RedisServer;
-      expect((await burst(2)).flat().every((st) => st === 200)).toBe(true);
+      await burstOk(2);
       expect(s.counters().token.total).toBe(1);
 
       await redis.stop();
@@ -336,8 +331,7 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       await until(
         "every replica to notice the store is down",
         async () => {
-          const statuses = await burst(2);
-          expect(statuses.flat().every((st) => st === 200)).toBe(true);
+          await burstOk(2);
           return Promise.all(procs.map(health));
         },
         (hs) => hs.every((h) => h.gateway.store?.state === "unavailable"),
@@ -360,16 +354,7 @@ describe.each(["deno", "bun"] as const)("%s replicas sharing one store", (runtim
       // Back to one token for all: a revocation now costs one token request in total.
       s.revokeAll();
       s.resetCounters();
-      await until(
-        "three partner fetches after the revocation",
-        async () => {
-          const statuses = await burst(2);
-          expect(statuses.flat().every((st) => st === 200)).toBe(true);
-          return s.counters();
-        },
-        (c) => c.vehicles.served >= 3,
-        60_000,
-      );
+      await untilServed(s, 3, "three partner fetches after the revocation");
       expect(s.counters().token.total).toBe(1);
     },
     TEST_TIMEOUT_MS,

@@ -133,19 +133,3 @@ export async function startRuntime(
     },
   };
 }
-
-/** Polls until `done` holds, or throws after `timeoutMs`: wait for states, never guessed sleeps. */
-export async function until<T>(
-  what: string,
-  read: () => T | Promise<T>,
-  done: (v: T) => boolean,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await read();
-    if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(v)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}

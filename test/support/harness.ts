@@ -5,7 +5,7 @@
  */
 import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
-import { beforeEach, expect, vi } from "vitest";
+import { beforeEach, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
 import { type Config, configFor } from "../../src/config.ts";
 import {
@@ -134,26 +134,26 @@ function resetClock(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Vehicles endpoint tests: counts, leak scan, waiting for background work, /health.
+// Vehicles endpoint tests: counts, leak scan, /health (waits for background work: wait.ts).
 
-/**
- * The sandbox's counts in one comparable object: token requests, partner (vehicles) requests,
- * requests to any other path (`unexpected`, expected 0) and redirect-target hits (`steal`).
- */
-export async function sandboxCounts(): Promise<{ token: number; vehicles: number; unexpected: number; steal: number }> {
+/** The sandbox counts most tests assert: token and partner requests, redirect-target hits, stray requests. */
+export interface Counts {
+  token: number;
+  vehicles: number;
+  /** Hits of the redirect target (`/steal`): a request that followed a partner's redirect. */
+  steal: number;
+  /** Requests to any other path of the sandbox (expected 0). */
+  unexpected: number;
+}
+
+/** The sandbox's counts in one comparable object (for the token broker's detail: `partnerCounts`). */
+export async function sandboxCounts(): Promise<Counts> {
   const c = await sandbox.counters();
-  return { token: c.token.total, vehicles: c.vehicles.total, unexpected: c.unexpected, steal: c.steal.total };
+  return { token: c.token.total, vehicles: c.vehicles.total, steal: c.steal.total, unexpected: c.unexpected };
 }
 
-/** Polls `check` (every 10 ms, up to `timeoutMs` of real time) until it returns true. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const until = realNow() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (realNow() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** The counts of a case that reached nobody (spread it and name what did: `{ ...NOTHING, token: 1 }`). */
+export const NOTHING: Readonly<Counts> = { token: 0, vehicles: 0, steal: 0, unexpected: 0 };
 
 /** The fetchedAt stamp of this data centre's L2 entry, or undefined when there is none. */
 export async function cachedFetchedAt(): Promise<number | undefined> {
@@ -427,17 +427,10 @@ export function recordTraffic(): TrafficRecorder {
   };
 }
 
-/** Polls `check` (every 10 ms, up to `timeoutMs`) until it returns true; throws with `what` otherwise. */
-export async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 3_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (performance.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-/** The sandbox's request counts in one flat object, for one `toEqual` per test (readable diffs). */
+/**
+ * The sandbox's request counts in detail (issued and refused tokens, served and refused partner
+ * requests) in one flat object, for one `toEqual` per test of the token broker (readable diffs).
+ */
 export interface PartnerCounts {
   tokenRequests: number;
   tokensIssued: number;
@@ -529,41 +522,6 @@ export interface VehicleBody {
   vehicle: ServedVehicle;
   fetchedAt: string;
   stale: boolean;
-}
-
-/** An RFC 9457 problem document as the gateway writes it. */
-export interface ProblemBody {
-  type: string;
-  title: string;
-  status: number;
-  code: string;
-  detail?: string;
-  instance?: string;
-  parameter?: string;
-  [key: string]: unknown;
-}
-
-/** The members a problem document of this API may have. */
-export const PROBLEM_MEMBERS = [
-  "type",
-  "title",
-  "status",
-  "code",
-  "detail",
-  "instance",
-  "parameter",
-  "settings",
-  "authentication",
-] as const;
-
-/** An error answer: `status`, problem+json, `no-store`, and a body with that status and `code` (returned, parsed). */
-export function expectProblemAnswer(o: Observed, status: number, code: string): ProblemBody {
-  expect(o.status, o.text).toBe(status);
-  expect(o.headers.get("content-type")).toBe("application/problem+json");
-  expect(o.headers.get("cache-control")).toBe("no-store");
-  const body = JSON.parse(o.text) as ProblemBody;
-  expect(body).toMatchObject({ status, code });
-  return body;
 }
 
 /** The sandbox fleet as the gateway should serve it: no fuelCardPin, sorted by VIN. */

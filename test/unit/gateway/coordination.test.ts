@@ -17,7 +17,7 @@ import {
   STORE_RETRY_MS,
 } from "../../../src/gateway/coordination.ts";
 import { parse, stringify } from "../../../src/gateway/shared-snapshot.ts";
-import { TokenBroker } from "../../../src/oauth/token-broker.ts";
+import { TokenBroker, type TokenBrokerOptions } from "../../../src/oauth/token-broker.ts";
 
 const T0 = 1_700_000_000_000;
 
@@ -40,6 +40,24 @@ const CONFIG: Config = parseConfig({
   PARTNER_CLIENT_ID: "gateway",
   PARTNER_CLIENT_SECRET: "s3cr+t:%/",
 });
+
+/** A TokenBroker of one replica: its own store and log, the coordinator it shares with the others. */
+function replicaBroker(
+  clock: { now(): number },
+  shared: MemoryCoordinator,
+  fetch: FetchFn,
+  over: Partial<TokenBrokerOptions> = {},
+): TokenBroker {
+  return new TokenBroker({
+    config: CONFIG,
+    fetch,
+    store: new MemoryStore(),
+    clock,
+    log: logs(),
+    coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
+    ...over,
+  });
+}
 
 /** A token endpoint: each call answers the next reply (or a fresh token), after a macrotask. */
 function tokenEndpoint(replies: (() => Response)[] = []) {
@@ -153,19 +171,11 @@ describe("TokenBroker replicas sharing a coordinator", () => {
     const clock = clockAt();
     const shared = new MemoryCoordinator(clock);
     const endpoint = tokenEndpoint(replies);
-    const brokers = Array.from(
-      { length: n },
-      () =>
-        new TokenBroker({
-          config: CONFIG,
-          fetch: endpoint.fetch,
-          store: new MemoryStore(),
-          clock,
-          log: logs(),
-          random: () => 0.5,
-          sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 20))),
-          coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
-        }),
+    const brokers = Array.from({ length: n }, () =>
+      replicaBroker(clock, shared, endpoint.fetch, {
+        random: () => 0.5,
+        sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 20))),
+      }),
     );
     return { clock, shared, endpoint, brokers };
   }
@@ -208,31 +218,14 @@ describe("TokenBroker replicas: a failed refresh elsewhere", () => {
     const shared = new MemoryCoordinator(clock);
     const busy = () => new Response("slow down", { status: 429, headers: { "retry-after": "30" } });
     const endpoint = tokenEndpoint();
-    const broker = () =>
-      new TokenBroker({
-        config: CONFIG,
-        fetch: endpoint.fetch,
-        store: new MemoryStore(),
-        clock,
-        log: logs(),
-        sleep: async () => {},
-        coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
-      });
+    const broker = (fetch = endpoint.fetch) => replicaBroker(clock, shared, fetch, { sleep: async () => {} });
     const a = broker();
     expect((await a.getToken()).value).toBe("token-1");
     // A refresh that the endpoint refuses with Retry-After: the window goes to the store.
     const replies: (() => Response)[] = [busy];
     const refusing: FetchFn = async (i, init) =>
       replies.length > 0 ? (replies.shift() as () => Response)() : endpoint.fetch(i, init);
-    const a2 = new TokenBroker({
-      config: CONFIG,
-      fetch: refusing,
-      store: new MemoryStore(),
-      clock,
-      log: logs(),
-      sleep: async () => {},
-      coordinator: new GuardedCoordinator(shared, { clock, log: logs() }),
-    });
+    const a2 = broker(refusing);
     await a2.getToken(); // adopts token-1
     clock.t += 200_000; // past half its 300 s life: a renewal may be asked for
     await expect(a2.ensureValidFor(400)).rejects.toMatchObject({ retryAfterS: 30 });

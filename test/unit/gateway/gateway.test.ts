@@ -1,10 +1,11 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../../src/config.ts";
-import { type AccessToken, type FetchFn, type Logger, MemoryStore, type TokenStatus } from "../../../src/deps.ts";
+import { type AccessToken, type Logger, MemoryStore, type TokenStatus } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import { Gateway, type GatewayOptions, type GatewayTokenBroker } from "../../../src/gateway/gateway.ts";
 import { loadPrepared } from "../../../src/vehicles/prepared.ts";
 import type { Vehicle } from "../../../src/vehicles/schema.ts";
+import { checkedScriptedFetches, type Responder } from "../../support/scripted-fetch.ts";
 
 const T0 = 1_800_000_000_000;
 const API = "https://partner.example";
@@ -22,27 +23,7 @@ const config: Config = parseConfig({
   VEHICLES_STALE_S: "300",
 });
 
-type Responder = (req: Request) => Response | Promise<Response>;
-const unexpectedRequests: string[] = [];
-afterEach(() => {
-  expect(unexpectedRequests).toEqual([]);
-  unexpectedRequests.length = 0;
-});
-
-function partner(...script: Responder[]) {
-  const requests: Request[] = [];
-  const fetch: FetchFn = async (input, init) => {
-    const req = input instanceof Request && init === undefined ? input : new Request(input, init);
-    requests.push(req);
-    const next = script.shift();
-    if (!next) {
-      unexpectedRequests.push(`${req.method} ${req.url}`);
-      throw new Error("unexpected request");
-    }
-    return next(req);
-  };
-  return { fetch, requests, push: (...r: Responder[]) => script.push(...r) };
-}
+const partner = checkedScriptedFetches();
 const ok: Responder = () => new Response(JSON.stringify(VEHICLES), { headers: { "content-type": "application/json" } });
 const status =
   (code: number, headers: Record<string, string> = {}): Responder =>

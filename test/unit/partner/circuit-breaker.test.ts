@@ -30,10 +30,19 @@ function refusal(b: CircuitBreaker): AppError {
   throw new Error("expected acquire() to refuse");
 }
 
+/** `n` calls let through that fail. */
 function fail(b: CircuitBreaker, n: number) {
   for (let i = 0; i < n; i++) {
     b.acquire();
     b.failure();
+  }
+}
+
+/** `n` calls let through that succeed. */
+function succeed(b: CircuitBreaker, n: number) {
+  for (let i = 0; i < n; i++) {
+    b.acquire();
+    b.success();
   }
 }
 
@@ -62,8 +71,7 @@ describe("CircuitBreaker", () => {
   it("a success in between resets the consecutive count", () => {
     const { breaker } = setup();
     fail(breaker, BREAKER_FAILURE_THRESHOLD - 1);
-    breaker.acquire();
-    breaker.success();
+    succeed(breaker, 1);
     fail(breaker, BREAKER_FAILURE_THRESHOLD - 1);
     expect(breaker.state().state).toBe("closed");
   });
@@ -88,8 +96,7 @@ describe("CircuitBreaker", () => {
     const seen: number[] = [];
     for (let i = 0; i < 6; i++) {
       clock.t += cooldown;
-      breaker.acquire();
-      breaker.failure();
+      fail(breaker, 1);
       cooldown = Math.min(cooldown * 2, BREAKER_MAX_COOLDOWN_MS);
       seen.push(refusal(breaker).retryAfterS!);
     }
@@ -181,13 +188,18 @@ describe("CircuitBreaker with a store (survives an object reset)", () => {
     const { log, events } = recordingLog();
     /** A new instance on the same store and clock: what a reset leaves behind. */
     const instance = (s: KeyValueStore = store) => new CircuitBreaker({ clock, store: s, log });
-    return { store, clock, instance, events };
+    /** A new instance that has read its record (`ready()`). */
+    const restarted = async () => {
+      const b = instance();
+      await b.ready();
+      return b;
+    };
+    return { store, clock, instance, restarted, events };
   }
 
   it("an open breaker stays open across a reset until its cool-down ends; read once, lazily", async () => {
-    const { store, clock, instance } = persisted();
-    const first = instance();
-    await first.ready();
+    const { store, clock, instance, restarted } = persisted();
+    const first = await restarted();
     fail(first, BREAKER_FAILURE_THRESHOLD);
     await first.flush();
     expect(await store.get<StoredBreaker>(BREAKER_STORE_KEY)).toEqual({
@@ -208,68 +220,53 @@ describe("CircuitBreaker with a store (survives an object reset)", () => {
 
     // After the cool-down, one trial; it fails: open again for twice as long, also persisted.
     clock.t += 20_000;
-    second.acquire();
-    second.failure();
+    fail(second, 1);
     await second.flush();
-    const third = instance();
-    await third.ready();
+    const third = await restarted();
     expect(refusal(third)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 60 });
   });
 
   it("the failure count survives too: 3 failures, a reset, 2 more open it", async () => {
-    const { instance } = persisted();
-    const a = instance();
-    await a.ready();
+    const { restarted } = persisted();
+    const a = await restarted();
     fail(a, 3);
     await a.flush();
-    const b = instance();
-    await b.ready();
+    const b = await restarted();
     fail(b, BREAKER_FAILURE_THRESHOLD - 3);
     expect(b.state().state).toBe("open");
   });
 
   it("a Retry-After window survives a reset, with its code", async () => {
-    const { clock, instance } = persisted();
-    const a = instance();
-    await a.ready();
+    const { clock, restarted } = persisted();
+    const a = await restarted();
     a.holdUntil(clock.t + 600_000, "partner_unavailable");
     await a.flush();
     clock.t += 100_000;
-    const b = instance();
-    await b.ready();
+    const b = await restarted();
     expect(refusal(b)).toMatchObject({ code: "partner_unavailable", retryAfterS: 500 });
   });
 
   it("writes only on change: a success on a closed breaker costs no write", async () => {
-    const { store, instance } = persisted();
-    const a = instance();
-    await a.ready();
-    for (let i = 0; i < 5; i++) {
-      a.acquire();
-      a.success();
-    }
+    const { store, restarted } = persisted();
+    const a = await restarted();
+    succeed(a, 5);
     await a.flush();
     expect(store.puts).toBe(0);
-    a.acquire();
-    a.failure();
+    fail(a, 1);
     await a.flush();
-    a.acquire();
-    a.success();
+    succeed(a, 1);
     await a.flush();
     expect(store.puts).toBe(2);
     // Changes that cancel out before the write runs are coalesced: nothing to write.
-    a.acquire();
-    a.failure();
-    a.acquire();
-    a.success();
+    fail(a, 1);
+    succeed(a, 1);
     await a.flush();
     expect(store.puts).toBe(2);
   });
 
   it("died while parsing a body (the mark is found): open at once, no call before the cool-down", async () => {
-    const { store, clock, instance, events } = persisted();
-    const a = instance();
-    await a.ready();
+    const { store, clock, events, restarted } = persisted();
+    const a = await restarted();
     a.acquire();
     await a.beforeParse();
     expect(store.syncs).toBe(1); // made durable before the parse starts
@@ -277,8 +274,7 @@ describe("CircuitBreaker with a store (survives an object reset)", () => {
     // ...the object dies here: no success(), no failure().
 
     clock.t += 1_000;
-    const b = instance();
-    await b.ready();
+    const b = await restarted();
     expect(events).toContain("partner_parse_interrupted");
     expect(refusal(b)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 30 });
     await b.flush();
@@ -289,15 +285,13 @@ describe("CircuitBreaker with a store (survives an object reset)", () => {
     clock.t += 30_000;
     b.acquire();
     await b.beforeParse();
-    const c = instance();
-    await c.ready();
+    const c = await restarted();
     expect(refusal(c)).toMatchObject({ code: "partner_circuit_open", retryAfterS: 60 });
   });
 
   it("a parse that ends (either way) clears the mark", async () => {
-    const { store, instance } = persisted();
-    const a = instance();
-    await a.ready();
+    const { store, restarted } = persisted();
+    const a = await restarted();
     a.acquire();
     await a.beforeParse();
     a.success();

@@ -1,12 +1,5 @@
-import { afterEach, describe, expect, it } from "vitest";
-import {
-  type AccessToken,
-  type FetchFn,
-  type Logger,
-  type LogLevel,
-  MemoryStore,
-  type TokenSource,
-} from "../../../src/deps.ts";
+import { describe, expect, it } from "vitest";
+import { type AccessToken, type Logger, type LogLevel, MemoryStore, type TokenSource } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import { BREAKER_STORE_KEY, CircuitBreaker, type StoredBreaker } from "../../../src/partner/circuit-breaker.ts";
 import {
@@ -16,6 +9,7 @@ import {
   RETRY_DELAY_MAX_MS,
   RETRY_DELAY_MIN_MS,
 } from "../../../src/partner/vehicles-client.ts";
+import { checkedScriptedFetches, type Responder, type ScriptedFetch } from "../../support/scripted-fetch.ts";
 
 const API = "https://partner.example";
 const VEHICLES_URL = `${API}/api/rental/partner/vehicles`;
@@ -23,35 +17,7 @@ const T0 = 1_800_000_000_000;
 
 // ---- fakes -----------------------------------------------------------------------------------
 
-type Responder = (req: Request) => Response | Promise<Response>;
-
-/** A fetch that plays a script, records every request, and fails the test on any unexpected one. */
-function scriptedFetch(...script: Responder[]) {
-  const requests: Request[] = [];
-  const unexpected: string[] = [];
-  const fn: FetchFn = async (input, init) => {
-    const req = input instanceof Request && init === undefined ? input : new Request(input, init);
-    requests.push(req);
-    const next = script.shift();
-    if (!next) {
-      unexpected.push(`${req.method} ${req.url}`);
-      throw new Error(`unexpected request ${req.method} ${req.url}`);
-    }
-    return next(req);
-  };
-  return { fn, requests, unexpected, remaining: () => script.length };
-}
-
-let fetches: ReturnType<typeof scriptedFetch>[] = [];
-afterEach(() => {
-  for (const f of fetches) expect(f.unexpected).toEqual([]);
-  fetches = [];
-});
-function fakeFetch(...script: Responder[]) {
-  const f = scriptedFetch(...script);
-  fetches.push(f);
-  return f;
-}
+const fakeFetch = checkedScriptedFetches();
 
 const json = (body: unknown, init: ResponseInit = {}): Responder => {
   return () =>
@@ -107,7 +73,7 @@ function recordingLog() {
 
 const VEHICLES = [{ vin: "WME4530421Y000001" }, { vin: "WME4530421Y000002" }];
 
-function setup(f: ReturnType<typeof scriptedFetch>, over: Partial<PartnerClientDeps> = {}) {
+function setup(f: ScriptedFetch, over: Partial<PartnerClientDeps> = {}) {
   const clock = fakeClock();
   const tokens = new FakeTokens();
   const { log, lines } = recordingLog();
@@ -116,7 +82,7 @@ function setup(f: ReturnType<typeof scriptedFetch>, over: Partial<PartnerClientD
   const breaker = new CircuitBreaker({ clock });
   const deps: PartnerClientDeps = {
     config: { apiUrl: API, partnerTimeoutMs: 1_000, partnerMaxBytes: 64 * 1024, partnerMaxVehicles: 50_000 },
-    fetch: f.fn,
+    fetch: f.fetch,
     tokens,
     clock,
     log,
@@ -549,7 +515,7 @@ describe("fetchPartnerVehicles: bodies too costly to parse", () => {
       await failure(
         fetchPartnerVehicles({
           ...deps,
-          fetch: fakeFetch(() => new Response(many, { headers: { "content-type": "application/json" } })).fn,
+          fetch: fakeFetch(() => new Response(many, { headers: { "content-type": "application/json" } })).fetch,
         }),
       );
     }

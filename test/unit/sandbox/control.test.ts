@@ -3,6 +3,7 @@ import { once } from "node:events";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Sandbox, startSandbox } from "../../../sandbox/index.ts";
+import { waitFor } from "../../support/wait.ts";
 
 /** What a test running inside workerd does: plain fetch to the control API. */
 async function control<T = Record<string, unknown>>(sb: Sandbox, method: string, route: string, body?: unknown) {
@@ -151,7 +152,7 @@ describe("sandbox lifecycle", () => {
       "dropped",
     ]);
     // Client-side sockets see the close asynchronously: give them a moment.
-    for (let i = 0; i < 50 && count() > before; i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor("the client sockets to close", () => count() <= before, 1_000, 20);
     expect(count()).toBeLessThanOrEqual(before);
   });
 
@@ -164,7 +165,7 @@ describe("sandbox lifecycle", () => {
     child.stdout.on("data", (d: Buffer) => {
       out += d.toString();
     });
-    for (let i = 0; i < 500 && !out.includes("\n"); i++) await new Promise((r) => setTimeout(r, 20));
+    await waitFor("the CLI's first line", () => out.includes("\n"), 10_000, 20);
     expect(out).toMatch(/^sandbox: token http:\/\/127\.0\.0\.1:\d+\/auth\/realms\/partner\/.* \(sandbox-only\)/);
     expect(out.trim().split("\n")).toHaveLength(1);
     const tokenUrl = /token (\S+)/.exec(out)![1]!;

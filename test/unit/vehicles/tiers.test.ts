@@ -12,6 +12,7 @@ import { newIsolateMemory } from "../../../src/deps.ts";
 import { loadPrepared, PREPARED_FORMAT, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS, type Vehicle } from "../../../src/vehicles/schema.ts";
 import { allowListVersion, FILL_DEADLINE_MS, loadSnapshot, tierCacheKey } from "../../../src/vehicles/tiers.ts";
+import { waitFor } from "../../support/wait.ts";
 
 const vehicles: Vehicle[] = [1, 2, 3].map((i) => ({
   vin: `WME4530421Y00000${i}`,
@@ -23,15 +24,6 @@ const vehicles: Vehicle[] = [1, 2, 3].map((i) => ({
 
 function envelope(fetchedAt: number, list: Vehicle[] = vehicles): Promise<SnapshotEnvelope> {
   return prepareSnapshot(list, { fetchedAt, dropped: 0 });
-}
-
-/** Waits (bounded) until `cond` holds, yielding to timers between checks. */
-async function until(what: string, cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (cond()) return;
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 function setup(opts: { bypass?: boolean } = {}) {
@@ -169,7 +161,7 @@ describe("one fill per isolate", () => {
     const t = setup();
     t.hold();
     const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
-    await until("the one gateway call", () => t.waitingCalls() === 1);
+    await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
     t.release();
     const res = await Promise.all(answers);
     for (const r of res) expect(r.status).toBe(200);
@@ -189,7 +181,7 @@ describe("one fill per isolate", () => {
     t.hold();
     t.setGateway({ ok: false, error: { code: "partner_unavailable", status: 503, retryAfterS: 7 } });
     const answers = Array.from({ length: 50 }, () => t.get("/v1/vehicles"));
-    await until("the one gateway call", () => t.waitingCalls() === 1);
+    await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
     t.release();
     const res = await Promise.all(answers);
     for (const r of res) {
