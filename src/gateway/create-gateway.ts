@@ -7,6 +7,7 @@ import type { Clock, FetchFn, KeyValueStore, Logger } from "../deps.ts";
 import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
 import { parsePartnerBody } from "../vehicles/schema.ts";
 import type { GuardedCoordinator } from "./coordination.ts";
+import { freshnessWindow, keepMs } from "./freshness.ts";
 import { Gateway } from "./gateway.ts";
 import type { SharedSnapshots, SharedSnapshotsOptions } from "./shared-snapshot.ts";
 
@@ -36,15 +37,15 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
     log: p.log,
     ...(c ? { coordinator: c } : {}),
   });
-  const ttlMs = config.vehiclesTtlS * 1000;
+  const window = freshnessWindow(config);
   const shared =
     c && p.shareSnapshots
       ? p.shareSnapshots({
           coordinator: c,
           clock: p.clock,
           log: p.log,
-          ttlMs,
-          keepMs: ttlMs + config.vehiclesStaleS * 1000,
+          ttlMs: window.ttlMs,
+          keepMs: keepMs(window),
           // A token refresh (its retry budget) and a partner request with one replay.
           maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
         })

@@ -23,6 +23,7 @@ import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { CircuitBreaker } from "../partner/circuit-breaker.ts";
 import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
+import { type FreshnessWindow, freshnessWindow, warmNotOlderThan } from "./freshness.ts";
 import { SnapshotService } from "./snapshot-service.ts";
 
 /** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
@@ -57,7 +58,7 @@ export class Gateway implements SnapshotSource {
   readonly #tokens: GatewayTokenBroker;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #ttlMs: number;
+  readonly #window: FreshnessWindow;
   readonly #breaker: CircuitBreaker;
   readonly #snapshots: SnapshotService;
   #partnerRequests = 0;
@@ -67,7 +68,7 @@ export class Gateway implements SnapshotSource {
     this.#tokens = opts.tokens;
     this.#clock = opts.clock;
     this.#log = opts.log;
-    this.#ttlMs = opts.config.vehiclesTtlS * 1000;
+    this.#window = freshnessWindow(opts.config);
     // The store keeps an open breaker (and a Retry-After window) across object resets.
     this.#breaker = new CircuitBreaker({ clock: opts.clock, store: opts.store, log: opts.log });
 
@@ -111,8 +112,8 @@ export class Gateway implements SnapshotSource {
       fetchSnapshot,
       clock: opts.clock,
       log: opts.log,
-      ttlMs: this.#ttlMs,
-      staleMs: opts.config.vehiclesStaleS * 1000,
+      ttlMs: this.#window.ttlMs,
+      staleMs: this.#window.staleMs,
       schedule: opts.schedule,
       store: opts.store,
     };
@@ -162,7 +163,7 @@ export class Gateway implements SnapshotSource {
     }
     let snapshotFetchedAt: number | undefined;
     try {
-      const result = await this.#snapshots.get({ notOlderThan: this.#clock.now() - this.#ttlMs / 2 });
+      const result = await this.#snapshots.get({ notOlderThan: warmNotOlderThan(this.#clock.now(), this.#window) });
       if (result.ok) snapshotFetchedAt = result.snapshot.fetchedAt;
       if (result.error) error ??= result.error;
     } catch (err) {

@@ -13,6 +13,7 @@ import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } f
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { prepareSnapshot } from "../vehicles/prepared.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
+import { ageS, type FreshnessWindow, isFresh, isServable } from "./freshness.ts";
 
 /** Storage key of the last good envelope. */
 export const SNAPSHOT_STORE_KEY = "snapshot:last";
@@ -98,8 +99,7 @@ export class SnapshotService {
   readonly #fetchSnapshot: FetchSnapshot;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #ttlMs: number;
-  readonly #staleMs: number;
+  readonly #window: FreshnessWindow;
   readonly #schedule: (p: Promise<unknown>) => void;
   readonly #store: KeyValueStore | undefined;
   readonly #shared: SnapshotServiceOptions["shared"];
@@ -120,8 +120,7 @@ export class SnapshotService {
     this.#fetchSnapshot = opts.fetchSnapshot;
     this.#clock = opts.clock;
     this.#log = opts.log;
-    this.#ttlMs = opts.ttlMs;
-    this.#staleMs = opts.staleMs;
+    this.#window = { ttlMs: opts.ttlMs, staleMs: opts.staleMs };
     this.#schedule = opts.schedule;
     this.#store = opts.store;
     this.#shared = opts.shared;
@@ -174,8 +173,7 @@ export class SnapshotService {
     await this.#ensureLoaded();
     const snap = this.#snapshot;
     if (!snap) return { fetchedAt: undefined, ageS: undefined, count: undefined };
-    const ageS = Math.max(0, Math.floor((this.#clock.now() - snap.fetchedAt) / 1000));
-    return { fetchedAt: snap.fetchedAt, ageS, count: snap.count };
+    return { fetchedAt: snap.fetchedAt, ageS: ageS(snap.fetchedAt, this.#clock.now()), count: snap.count };
   }
 
   /** Counters since this instance started (a copy). */
@@ -201,11 +199,11 @@ export class SnapshotService {
   }
 
   #isFresh(snap: SnapshotEnvelope, now: number): boolean {
-    return now - snap.fetchedAt < this.#ttlMs;
+    return isFresh(snap.fetchedAt, now, this.#window);
   }
 
   #isServable(snap: SnapshotEnvelope, now: number): boolean {
-    return now - snap.fetchedAt < this.#ttlMs + this.#staleMs;
+    return isServable(snap.fetchedAt, now, this.#window);
   }
 
   #served(snapshot: SnapshotEnvelope, stale: boolean, error?: ErrorInfo): SnapshotResult {

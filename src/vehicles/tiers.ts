@@ -22,6 +22,15 @@ import {
 import type { Config } from "../config.ts";
 import type { Deps, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
+import {
+  ageS,
+  freshnessWindow,
+  isFresh,
+  isServable,
+  keepMs,
+  ttlLeftS,
+  warmNotOlderThan,
+} from "../gateway/freshness.ts";
 import { fnv1aHex } from "../hash.ts";
 import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
@@ -100,10 +109,8 @@ const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 /** The newest snapshot the tiers can give, or an AppError when there is nothing to serve. */
 export async function loadSnapshot(t: TierContext): Promise<Served> {
   const { deps, config } = t;
-  const ttlMs = config.vehiclesTtlS * 1000;
-  const servableMs = ttlMs + config.vehiclesStaleS * 1000;
+  const window = freshnessWindow(config);
   const sleep = t.sleep ?? defaultSleep;
-  const age = (p: Prepared) => deps.clock.now() - p.fetchedAt;
 
   if (t.bypass?.memory) return fill(t, undefined);
 
@@ -112,14 +119,14 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   let poll = 0;
   for (;;) {
     const mem = current(deps);
-    if (mem && age(mem.snapshot) < ttlMs) {
+    if (mem && isFresh(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
       if (waitedOn !== undefined) {
         deps.memory.counters.joined++;
         return served(t, mem.snapshot, "memory", false, `gateway-memory; fwd=miss; collapsed; stored`);
       }
       return served(t, mem.snapshot, "memory", false, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
     }
-    if (mem && age(mem.snapshot) < servableMs) {
+    if (mem && isServable(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
       // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
       revalidate(t, mem.snapshot);
       return served(t, mem.snapshot, "memory", true, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
@@ -150,7 +157,7 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
 }
 
 function ttlLeft(t: TierContext, p: Prepared): number {
-  return Math.round((p.fetchedAt + t.config.vehiclesTtlS * 1000 - t.deps.clock.now()) / 1000);
+  return Math.round(ttlLeftS(p.fetchedAt, t.deps.clock.now(), freshnessWindow(t.config)));
 }
 
 function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheStatus: string): Served {
@@ -159,7 +166,7 @@ function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheSt
     tier,
     stale,
     cacheStatus,
-    ageS: Math.max(0, Math.floor((t.deps.clock.now() - p.fetchedAt) / 1000)),
+    ageS: ageS(p.fetchedAt, t.deps.clock.now()),
   };
 }
 
@@ -217,8 +224,7 @@ function fill(t: TierContext, notOlderThan: number | undefined): Promise<Served>
 
 async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promise<Served> {
   const { deps, config } = t;
-  const ttlMs = config.vehiclesTtlS * 1000;
-  const servableMs = ttlMs + config.vehiclesStaleS * 1000;
+  const window = freshnessWindow(config);
   const memStatus = t.bypass?.memory ? "gateway-memory; fwd=bypass" : "gateway-memory; fwd=miss; stored";
   const mem = t.bypass?.memory ? undefined : current(deps);
 
@@ -238,7 +244,7 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
     const now = deps.clock.now();
     const useful =
       meta !== undefined &&
-      now - meta.fetchedAt < servableMs &&
+      isServable(meta.fetchedAt, now, window) &&
       (notOlderThan === undefined || meta.fetchedAt >= notOlderThan) &&
       (!mem || meta.fetchedAt > mem.snapshot.fetchedAt);
     if (hit && meta && useful) {
@@ -247,7 +253,7 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
       if (p) {
         deps.memory.counters.fills++;
         if (!t.bypass?.memory) remember(deps, p);
-        if (deps.clock.now() - p.fetchedAt < ttlMs) {
+        if (isFresh(p.fetchedAt, deps.clock.now(), window)) {
           deps.memory.counters.cacheHits++;
           return served(t, p, "cache", false, `gateway-cache; hit; ttl=${ttlLeft(t, p)}, ${memStatus}`);
         }
@@ -275,8 +281,7 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
   if (!known) deps.memory.counters.fills++;
   if (!t.bypass?.memory) remember(deps, p);
   if (cache && !known && !l2Dead) {
-    const keepS = config.vehiclesTtlS + config.vehiclesStaleS;
-    t.waitUntil(putAndCheck(t, cache, key, res.snapshot, keepS));
+    t.waitUntil(putAndCheck(t, cache, key, res.snapshot, keepMs(window) / 1000));
   }
   // RFC 9211: `stored` only for a cache known to keep what it is given.
   const cacheStatus = !cache
@@ -344,5 +349,5 @@ async function readEntry(t: TierContext, hit: Response, meta: EntryMeta): Promis
 
 /** Warm-up of a long-lived server: fill its memory (and cache) with a snapshot younger than half a TTL. */
 export async function warmTiers(t: TierContext): Promise<void> {
-  await fill(t, t.deps.clock.now() - (t.config.vehiclesTtlS * 1000) / 2);
+  await fill(t, warmNotOlderThan(t.deps.clock.now(), freshnessWindow(t.config)));
 }

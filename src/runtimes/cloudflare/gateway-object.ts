@@ -7,6 +7,7 @@ import { type Config, configFor } from "../../config.ts";
 import type { GatewayStatus, KeyValueStore, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
 import { consoleLogger, systemClock } from "../../deps.ts";
 import { createGateway } from "../../gateway/create-gateway.ts";
+import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
 import type { Env } from "./env.ts";
@@ -70,8 +71,9 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     const c = this.#config;
     // Fresh, or wait for the one refresh (stale-if-error still applies): what the feed answers is
     // kept by Workers Cache for the rest of its TTL, and the cache does its own stale-while-revalidate.
-    const ttlMs = (c?.vehiclesTtlS ?? 0) * 1000;
-    const result = await this.getSnapshot({ notOlderThan: Date.now() - ttlMs + 1 });
+    const result = await this.getSnapshot({
+      notOlderThan: freshNotOlderThan(Date.now(), { ttlMs: (c?.vehiclesTtlS ?? 0) * 1000 }),
+    });
     return feedResponse(result, { ttlS: c?.vehiclesTtlS ?? 0, staleS: c?.vehiclesStaleS ?? 0, now: Date.now() });
   }
 
