@@ -30,6 +30,7 @@ import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
 import { SharedSnapshots } from "../gateway/shared-snapshot.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
+import { alarmTime, IDLE_ALARM_MS, shouldSetAlarm } from "../oauth/alarm-policy.ts";
 import { warmUp } from "../warmup.ts";
 import { processCache } from "./process-cache.ts";
 
@@ -42,10 +43,6 @@ export const CACHE_NAME = "sharenow-vehicles-v1";
 export const DEFAULT_PORT = 8787;
 /** Warm-up interval when WARMUP_INTERVAL_S is not set: the Worker's cron runs once a minute. */
 export const DEFAULT_WARMUP_INTERVAL_S = 60;
-/** As the Durable Object alarm: with no token to keep, look again after this. */
-const IDLE_ALARM_MS = 30_000;
-/** As the Durable Object alarm: never sooner than this from now. */
-const MIN_ALARM_DELAY_MS = 1_000;
 /** setTimeout's largest delay (2^31 - 1 ms); a later alarm is re-armed on the way. */
 const MAX_TIMER_MS = 2_147_483_647;
 /** How long close() waits for background work (a refresh, a cache put) to settle. */
@@ -163,11 +160,7 @@ export function startTimer(callback: () => void, ms: number, repeat = false): Ti
   return { clear: () => (repeat ? clearInterval(id) : clearTimeout(id)) };
 }
 
-/**
- * The Durable Object alarm as a timer: one pending wake-up at the token's refresh time (earlier
- * wins), re-armed after every snapshot call and warm-up and after each firing. Firing is
- * idempotent (`refreshTokenIfDue` refreshes only a token that is due).
- */
+/** The token alarm (src/oauth/alarm-policy.ts) as a timer: one pending wake-up, as the Durable Object keeps one alarm. */
 class TokenAlarm {
   readonly #gateway: Gateway;
   readonly #clock: Clock;
@@ -183,8 +176,8 @@ class TokenAlarm {
   arm(force = false): void {
     if (this.#stopped) return;
     const now = this.#clock.now();
-    const at = Math.max(this.#gateway.nextAlarmAt() ?? now + IDLE_ALARM_MS, now + MIN_ALARM_DELAY_MS);
-    if (!force && this.#at !== undefined && this.#at <= at) return;
+    const at = alarmTime(this.#gateway.nextAlarmAt(), now, IDLE_ALARM_MS);
+    if (!shouldSetAlarm(this.#at, at, force)) return;
     this.#timer?.clear();
     this.#at = at;
     this.#timer = startTimer(() => this.#fire(at), Math.min(at - now, MAX_TIMER_MS));

@@ -10,10 +10,8 @@ import { createGateway } from "../../gateway/create-gateway.ts";
 import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
+import { alarmTime, shouldSetAlarm } from "../../oauth/alarm-policy.ts";
 import type { Env } from "./env.ts";
-
-/** An alarm never fires sooner than this after being set: no hot loop, whatever the token says. */
-const MIN_ALARM_DELAY_MS = 1_000;
 
 function storageStore(storage: DurableObjectStorage): KeyValueStore {
   return {
@@ -119,15 +117,11 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     }
   }
 
-  /**
-   * Keeps one alarm set at the token's refresh time (earlier wins). With no token to keep
-   * (none obtained yet), no alarm: nobody needs one, and an idle object should stay asleep.
-   */
+  /** Keeps one alarm set (src/oauth/alarm-policy.ts); with no token to keep, none. */
   async #armAlarm(force = false): Promise<void> {
-    const due = this.#gateway?.nextAlarmAt();
-    if (due === undefined) return;
-    const at = Math.max(due, Date.now() + MIN_ALARM_DELAY_MS);
+    const at = alarmTime(this.#gateway?.nextAlarmAt(), Date.now());
+    if (at === undefined) return;
     const current = await this.ctx.storage.getAlarm();
-    if (force || current === null || current > at) await this.ctx.storage.setAlarm(at);
+    if (shouldSetAlarm(current ?? undefined, at, force)) await this.ctx.storage.setAlarm(at);
   }
 }
