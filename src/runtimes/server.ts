@@ -24,11 +24,11 @@ import {
   type SnapshotSource,
   systemClock,
 } from "../deps.ts";
-import { AppError, type ErrorInfo } from "../errors.ts";
 import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
 import { SharedSnapshots } from "../gateway/shared-snapshot.ts";
+import { unconfiguredGateway } from "../gateway/unconfigured.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
 import { alarmTime, IDLE_ALARM_MS, shouldSetAlarm } from "../oauth/alarm-policy.ts";
 import { warmUp } from "../warmup.ts";
@@ -202,17 +202,6 @@ class TokenAlarm {
   }
 }
 
-const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
-
-/** The gateway of a process whose settings are invalid: every answer says so (the app names the settings). */
-const unconfigured: SnapshotSource = {
-  getSnapshot: async () => ({ ok: false, error: CONFIG_INVALID }),
-  status: async () => {
-    throw new AppError("config_invalid");
-  },
-  warm: async () => ({ tokenSecondsLeft: undefined, snapshotFetchedAt: undefined, error: CONFIG_INVALID }),
-};
-
 /**
  * Builds the Deps of one server process from plain settings, and the fetch handler. Starts the
  * warm-up interval at once (its first tick after one interval, like a cron after a deploy); the
@@ -237,7 +226,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
 
   const config = configFor(settings as Record<string, unknown>);
   const shared = opts.coordinator ? new GuardedCoordinator(opts.coordinator, { clock, log }) : undefined;
-  let gateway: SnapshotSource = unconfigured;
+  let gateway: SnapshotSource = unconfiguredGateway;
   let alarm: TokenAlarm | undefined;
   if (config instanceof Error) {
     log.log("error", "config_invalid", { settings: config.settings });

@@ -10,6 +10,7 @@ import { createGateway } from "../../gateway/create-gateway.ts";
 import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
+import { unconfiguredGateway } from "../../gateway/unconfigured.ts";
 import { alarmTime, shouldSetAlarm } from "../../oauth/alarm-policy.ts";
 import type { Env } from "./env.ts";
 
@@ -45,13 +46,8 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     }).gateway;
   }
 
-  #configured(): Gateway {
-    if (!this.#gateway) throw new Error("gateway not configured");
-    return this.#gateway;
-  }
-
   async getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult> {
-    if (!this.#gateway) return { ok: false, error: { code: "config_invalid", status: 500 } };
+    if (!this.#gateway) return unconfiguredGateway.getSnapshot(opts);
     const result = await this.#gateway.getSnapshot(opts);
     await this.#armAlarmSafely();
     return result;
@@ -76,17 +72,12 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
   }
 
   async status(): Promise<GatewayStatus> {
-    const s = await this.#configured().status();
+    const s = await (this.#gateway ?? unconfiguredGateway).status();
     return { ...s, counters: { ...s.counters, feedRequests: this.#feedRequests } };
   }
 
   async warm(opts: { tokenValidForS: number }): Promise<WarmResult> {
-    if (!this.#gateway)
-      return {
-        tokenSecondsLeft: undefined,
-        snapshotFetchedAt: undefined,
-        error: { code: "config_invalid", status: 500 },
-      };
+    if (!this.#gateway) return unconfiguredGateway.warm(opts);
     const result = await this.#gateway.warm(opts);
     await this.#armAlarmSafely();
     return result;
