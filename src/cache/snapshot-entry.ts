@@ -5,6 +5,12 @@
  */
 import type { SnapshotEnvelope } from "../deps.ts";
 
+/**
+ * The named cache for snapshots, on every runtime that has the Cache API (the Worker, Deno): not
+ * caches.default, which fetch() subrequests share; one name, so one deployment's key space reads the same.
+ */
+export const CACHE_NAME = "sharenow-vehicles-v1";
+
 const FETCHED_AT = "x-gateway-fetched-at";
 const DROPPED = "x-gateway-dropped";
 const COUNT = "x-gateway-count";

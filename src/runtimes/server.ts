@@ -11,6 +11,7 @@
 import type { ExecutionContext } from "hono";
 import { createApp } from "../app.ts";
 import { MemoryResponseCache } from "../cache/memory-cache.ts";
+import { CACHE_NAME } from "../cache/snapshot-entry.ts";
 import { configFor } from "../config.ts";
 import {
   type Clock,
@@ -37,8 +38,6 @@ import { processCache } from "./process-cache.ts";
 /** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
 export type Settings = Readonly<Record<string, string | undefined>>;
 
-/** The named cache for snapshots; the Worker's name, so one deployment's key space reads the same. */
-export const CACHE_NAME = "sharenow-vehicles-v1";
 /** Port when PORT is not set (wrangler dev's). */
 export const DEFAULT_PORT = 8787;
 /** Warm-up interval when WARMUP_INTERVAL_S is not set: the Worker's cron runs once a minute. */

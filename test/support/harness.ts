@@ -7,6 +7,7 @@ import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeEach, expect, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
+import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { type Config, configFor } from "../../src/config.ts";
 import {
   type Clock,
@@ -19,7 +20,7 @@ import {
 } from "../../src/deps.ts";
 import { TokenBroker } from "../../src/oauth/token-broker.ts";
 import { GATEWAY_NAME } from "../../src/runtimes/cloudflare/gateway-stub.ts";
-import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
+import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 
 /** Counters of the sandbox (see sandbox/index.ts `Counters`). */

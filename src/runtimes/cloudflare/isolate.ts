@@ -4,6 +4,7 @@
  */
 import { exports } from "cloudflare:workers";
 import { cacheApiStore } from "../../cache/cache-api.ts";
+import { CACHE_NAME } from "../../cache/snapshot-entry.ts";
 import { type Config, configFor } from "../../config.ts";
 import type { Deps, SnapshotSource } from "../../deps.ts";
 import { consoleLogger, newIsolateMemory, systemClock } from "../../deps.ts";
@@ -11,9 +12,6 @@ import { FEED_PATH, readFeedResponse } from "../../gateway/snapshot-feed.ts";
 import { tierCacheKey } from "../../vehicles/tiers.ts";
 import type { Env } from "./env.ts";
 import { gatewayStub } from "./gateway-stub.ts";
-
-/** The named cache for snapshots (not caches.default, which fetch() subrequests share). */
-export const CACHE_NAME = "sharenow-vehicles-v1";
 
 let current: Deps | undefined;
 
