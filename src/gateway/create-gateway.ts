@@ -27,7 +27,7 @@ export interface GatewayPlatform {
   shareSnapshots?: (opts: SharedSnapshotsOptions) => SharedSnapshots;
 }
 
-export function createGateway(config: Config, p: GatewayPlatform): { gateway: Gateway; tokens: TokenBroker } {
+export function createGateway(config: Config, p: GatewayPlatform): Gateway {
   const c = p.coordinator;
   const tokens = new TokenBroker({
     config,
@@ -50,7 +50,7 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
           maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
         })
       : undefined;
-  const gateway = new Gateway({
+  return new Gateway({
     config,
     fetch: p.fetch,
     tokens,
@@ -61,5 +61,4 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
     schedule: p.schedule,
     ...(shared ? { sharedSnapshots: shared } : {}),
   });
-  return { gateway, tokens };
 }

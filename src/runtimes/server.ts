@@ -237,7 +237,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
       log,
       schedule: track,
       ...(shared ? { coordinator: shared, shareSnapshots: (o) => new SharedSnapshots(o) } : {}),
-    }).gateway;
+    });
     const tokenAlarm = new TokenAlarm(inner, clock);
     alarm = tokenAlarm;
     // As the Durable Object's RPC methods: every snapshot call and warm-up re-arms the alarm.

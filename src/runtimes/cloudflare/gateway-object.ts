@@ -43,7 +43,7 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
       clock: systemClock,
       log: consoleLogger,
       schedule: (p) => ctx.waitUntil(p),
-    }).gateway;
+    });
   }
 
   async getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult> {
