@@ -5,7 +5,6 @@
 import type { Config } from "../config.ts";
 import type { Clock, FetchFn, KeyValueStore, Logger } from "../deps.ts";
 import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
-import { parsePartnerBody } from "../vehicles/schema.ts";
 import type { GuardedCoordinator } from "./coordination.ts";
 import { freshnessWindow, keepMs } from "./freshness.ts";
 import { Gateway } from "./gateway.ts";
@@ -57,7 +56,6 @@ export function createGateway(config: Config, p: GatewayPlatform): Gateway {
     clock: p.clock,
     log: p.log,
     store: p.store,
-    parseBody: (text) => parsePartnerBody(text, config.partnerMaxVehicles),
     schedule: p.schedule,
     ...(shared ? { sharedSnapshots: shared } : {}),
   });

@@ -44,8 +44,8 @@ export interface GatewayOptions {
   log: Logger;
   /** Durable Object storage, or memory: keeps the last good snapshot across resets. */
   store: KeyValueStore;
-  /** Validates and redacts the partner's JSON (e.g. `(t) => parsePartnerBody(t, config.partnerMaxVehicles)`). */
-  parseBody: ParseBody;
+  /** Stands in for the partner client's validator, `parsePartnerBody` (tests). */
+  parseBody?: ParseBody;
   /** Keeps background work alive (`ctx.waitUntil`, or a no-op where promises outlive requests anyway). */
   schedule: (p: Promise<unknown>) => void;
   random?: () => number;

@@ -4,12 +4,13 @@
  * handed to an injected validator (which also redacts) before anything leaves this module.
  *
  * Send and validate are separate steps: `fetchUpstream` sends (deadline over headers and body,
- * size cap, manual redirects), `classify` judges the answer, `parseBody` validates the JSON.
+ * size cap, manual redirects), `classify` judges the answer, `parsePartnerBody` validates the JSON.
  */
 import type { Config } from "../config.ts";
 import type { AccessToken, Clock, FetchFn, Logger, TokenSource } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import { parsePartnerBody } from "../vehicles/schema.ts";
 import { checkBodyShape } from "./body-guard.ts";
 import type { CircuitBreaker } from "./circuit-breaker.ts";
 
@@ -38,7 +39,8 @@ export interface PartnerClientDeps {
   tokens: TokenSource;
   clock: Clock;
   log: Logger;
-  parseBody: ParseBody;
+  /** Stands in for `parsePartnerBody(text, config.partnerMaxVehicles)` (tests). */
+  parseBody?: ParseBody;
   breaker: CircuitBreaker;
   /** Uniform in [0, 1); for the retry jitter. */
   random?: () => number;
@@ -225,7 +227,7 @@ function upstreamFailure(err: UpstreamError): Verdict {
 }
 
 function parse(
-  parseBody: ParseBody,
+  parseBody: ParseBody | undefined,
   text: string,
   maxVehicles: number,
   log: Logger,
@@ -238,7 +240,7 @@ function parse(
     throw new AppError("partner_response_invalid", { detail: `answer refused before parsing: ${shape.reason}` });
   }
   try {
-    return parseBody(text);
+    return parseBody ? parseBody(text) : parsePartnerBody(text, maxVehicles);
   } catch (err) {
     if (err instanceof AppError) throw err;
     // The cause may quote partner text: it stays on the error for logs, never in `detail`.
