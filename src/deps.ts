@@ -64,13 +64,21 @@ export interface AccessToken {
   obtainedAt: number;
 }
 
-/** Gives out a valid token and takes reports of rejected ones. */
-export interface TokenSource {
+/** The token broker (src/oauth/token-broker.ts) as the gateway uses it: the one holder of the token. */
+export interface GatewayTokenBroker {
   /** A token valid for a while yet; refreshes (single-flight) first when needed. */
   getToken(): Promise<AccessToken>;
   /** Compare-and-swap: retire the token with this id if it is still the current one. */
   invalidate(id: string): Promise<void>;
+  status(): TokenStatus;
+  /** Epoch ms at which the current token should be refreshed; undefined: no token yet. */
+  nextRefreshAt(): number | undefined;
+  /** Makes sure a token valid for at least `seconds` more is held; throws AppError otherwise. */
+  ensureValidFor(seconds: number): Promise<void>;
 }
+
+/** What the partner call needs of the broker: a token, and a way to report a rejected one. */
+export type TokenSource = Pick<GatewayTokenBroker, "getToken" | "invalidate">;
 
 /** Token state for /health: never the token. */
 export interface TokenStatus {

@@ -11,12 +11,11 @@ import type {
   Clock,
   FetchFn,
   GatewayStatus,
+  GatewayTokenBroker,
   KeyValueStore,
   Logger,
   SnapshotResult,
   SnapshotSource,
-  TokenSource,
-  TokenStatus,
   WarmResult,
 } from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
@@ -25,15 +24,6 @@ import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client
 import type { Vehicle } from "../vehicles/schema.ts";
 import { type FreshnessWindow, freshnessWindow, warmNotOlderThan } from "./freshness.ts";
 import { SnapshotService } from "./snapshot-service.ts";
-
-/** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
-export interface GatewayTokenBroker extends TokenSource {
-  status(): TokenStatus;
-  /** Epoch ms at which the current token should be refreshed; undefined: no token yet. */
-  nextRefreshAt(): number | undefined;
-  /** Makes sure a token valid for at least `seconds` more is held; throws AppError otherwise. */
-  ensureValidFor(seconds: number): Promise<void>;
-}
 
 export interface GatewayOptions {
   config: Config;

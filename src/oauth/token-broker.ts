@@ -8,7 +8,7 @@
  * error, never in status().
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource, TokenStatus } from "../deps.ts";
+import type { AccessToken, Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger, TokenStatus } from "../deps.ts";
 import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
 import { coordinated, type GuardedCoordinator, type Lease, LeaseLostError } from "../gateway/coordination.ts";
 import { backoffMs, sha256Hex } from "../http/upstream.ts";
@@ -137,7 +137,7 @@ export function settingsFingerprint(
  *   renewed in the background; when none is usable, callers wait for the (single) refresh.
  * - invalidate(id): compare-and-swap on the token id; at most one forced refresh per 10 s and 3 a minute.
  */
-export class TokenBroker implements TokenSource {
+export class TokenBroker implements GatewayTokenBroker {
   readonly #config: Config;
   readonly #fetch: FetchFn;
   readonly #store: KeyValueStore;

@@ -1,8 +1,15 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../../src/config.ts";
-import { type AccessToken, type FetchFn, type Logger, MemoryStore, type TokenStatus } from "../../../src/deps.ts";
+import {
+  type AccessToken,
+  type FetchFn,
+  type GatewayTokenBroker,
+  type Logger,
+  MemoryStore,
+  type TokenStatus,
+} from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
-import { Gateway, type GatewayOptions, type GatewayTokenBroker } from "../../../src/gateway/gateway.ts";
+import { Gateway, type GatewayOptions } from "../../../src/gateway/gateway.ts";
 import { loadPrepared } from "../../../src/vehicles/prepared.ts";
 import type { Vehicle } from "../../../src/vehicles/schema.ts";
 
