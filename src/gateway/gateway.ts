@@ -19,11 +19,10 @@ import type {
   WarmResult,
 } from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
-import { CircuitBreaker } from "../partner/circuit-breaker.ts";
-import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
+import { type ParseBody, PartnerClient } from "../partner/vehicles-client.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
 import { type FreshnessWindow, freshnessWindow, warmNotOlderThan } from "./freshness.ts";
-import { SnapshotService } from "./snapshot-service.ts";
+import { SnapshotService, type SnapshotServiceOptions } from "./snapshot-service.ts";
 
 export interface GatewayOptions {
   config: Config;
@@ -41,7 +40,7 @@ export interface GatewayOptions {
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
   /** Replicas on Deno/Bun: the snapshot shared through their store (a SharedSnapshots, shared-snapshot.ts). */
-  sharedSnapshots?: ConstructorParameters<typeof SnapshotService>[0]["shared"];
+  sharedSnapshots?: SnapshotServiceOptions["shared"];
 }
 
 export class Gateway implements SnapshotSource {
@@ -49,66 +48,41 @@ export class Gateway implements SnapshotSource {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #window: FreshnessWindow;
-  readonly #breaker: CircuitBreaker;
+  readonly #partner: PartnerClient;
   readonly #snapshots: SnapshotService;
-  #partnerRequests = 0;
-  #partnerFailures = 0;
 
   constructor(opts: GatewayOptions) {
     this.#tokens = opts.tokens;
     this.#clock = opts.clock;
     this.#log = opts.log;
     this.#window = freshnessWindow(opts.config);
-    // The store keeps an open breaker (and a Retry-After window) across object resets.
-    this.#breaker = new CircuitBreaker({ clock: opts.clock, store: opts.store, log: opts.log });
+    const partner = new PartnerClient({
+      config: opts.config,
+      fetch: opts.fetch,
+      tokens: opts.tokens,
+      clock: opts.clock,
+      log: opts.log,
+      store: opts.store,
+      parseBody: opts.parseBody,
+      random: opts.random,
+      sleep: opts.sleep,
+    });
+    this.#partner = partner;
 
-    // Counts every request that actually leaves for the partner (replays and retries included).
-    const partnerFetch: FetchFn = (input, init) => {
-      this.#partnerRequests += 1;
-      return opts.fetch(input, init);
-    };
-
-    const fetchSnapshot = async () => {
-      const before = this.#partnerRequests;
-      try {
-        const r = await fetchPartnerVehicles({
-          config: opts.config,
-          fetch: partnerFetch,
-          tokens: opts.tokens,
-          clock: opts.clock,
-          log: opts.log,
-          parseBody: opts.parseBody,
-          breaker: this.#breaker,
-          ...(opts.random ? { random: opts.random } : {}),
-          ...(opts.sleep ? { sleep: opts.sleep } : {}),
-        });
-        this.#log.log("info", "partner_fetched", {
-          count: r.vehicles.length,
-          dropped: r.dropped,
-          tokenMs: r.timings.tokenMs,
-          partnerMs: r.timings.partnerMs,
-        });
+    this.#snapshots = new SnapshotService({
+      fetchSnapshot: async () => {
+        const r = await partner.fetchVehicles();
         // parseBody is parsePartnerBody (or a test's stand-in): validated, redacted, VIN order.
         return { vehicles: r.vehicles as Vehicle[], dropped: r.dropped };
-      } catch (err) {
-        // Only a call that reached the partner counts: a breaker refusal or a token failure sent nothing.
-        // The snapshot service runs one fetch at a time, so the counter delta is this call's own.
-        if (this.#partnerRequests > before) this.#partnerFailures += 1;
-        throw err;
-      }
-    };
-
-    const snapshotOpts: ConstructorParameters<typeof SnapshotService>[0] = {
-      fetchSnapshot,
+      },
       clock: opts.clock,
       log: opts.log,
       ttlMs: this.#window.ttlMs,
       staleMs: this.#window.staleMs,
       schedule: opts.schedule,
       store: opts.store,
-    };
-    if (opts.sharedSnapshots) snapshotOpts.shared = opts.sharedSnapshots;
-    this.#snapshots = new SnapshotService(snapshotOpts);
+      ...(opts.sharedSnapshots ? { shared: opts.sharedSnapshots } : {}),
+    });
   }
 
   /** See SnapshotService.get: fresh, stale-while-revalidate, single-flight fetch, stale-if-error. Never throws. */
@@ -120,16 +94,16 @@ export class Gateway implements SnapshotSource {
   async status(): Promise<GatewayStatus> {
     const token = this.#tokens.status();
     const snapshot = await this.#snapshots.status();
-    await this.#breaker.ready();
+    await this.#partner.breaker.ready();
     const c = this.#snapshots.counters();
     return {
       token,
       snapshot,
-      breaker: this.#breaker.state(),
+      breaker: this.#partner.breaker.state(),
       counters: {
         tokenRequests: token.tokenRequests,
-        partnerRequests: this.#partnerRequests,
-        partnerFailures: this.#partnerFailures,
+        partnerRequests: this.#partner.requests,
+        partnerFailures: this.#partner.failures,
         snapshotServed: c.snapshotServed,
         snapshotFetches: c.snapshotFetches,
         droppedVehicles: c.droppedVehicles,
