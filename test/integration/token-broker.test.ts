@@ -9,7 +9,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config.ts";
 import { type AccessToken, MemoryStore, type SnapshotResult } from "../../src/deps.ts";
-import { type StoredToken, settingsFingerprint, TOKEN_STORE_KEY } from "../../src/oauth/token-broker.ts";
+import { type StoredToken, settingsFingerprint, TOKEN_STORE_KEY } from "../../src/oauth/token-store.ts";
 import {
   advanceClock,
   coldStart,

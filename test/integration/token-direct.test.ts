@@ -9,12 +9,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
 import { type AccessToken, type Clock, MemoryStore } from "../../src/deps.ts";
 import { AppError } from "../../src/errors.ts";
-import {
-  FORCED_REFRESH_MIN_INTERVAL_MS,
-  REJECTED_CACHE_MS,
-  type StoredToken,
-  TOKEN_STORE_KEY,
-} from "../../src/oauth/token-broker.ts";
+import { FORCED_REFRESH_MIN_INTERVAL_MS, REJECTED_CACHE_MS } from "../../src/oauth/token-broker.ts";
+import { type StoredToken, TOKEN_STORE_KEY } from "../../src/oauth/token-store.ts";
 import {
   coldStart,
   partnerCounts,
