@@ -10,7 +10,7 @@
 import type { Clock, Logger, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { coordinated, type GuardedCoordinator, type Lease, RecordTooLargeError } from "./coordination.ts";
-import type { SnapshotCodec } from "./snapshot-service.ts";
+import type { SnapshotCodec } from "./snapshot-codec.ts";
 
 export const SHARED_SNAPSHOT = "snapshot";
 export const SHARED_SNAPSHOT_GATE = "snapshot-gate";

@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { ConfigError, parseConfig } from "../../src/config.ts";
 import type { Deps, GatewayStatus, SnapshotResult, SnapshotSource } from "../../src/deps.ts";
-import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
+import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-codec.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";

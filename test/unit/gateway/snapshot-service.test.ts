@@ -7,10 +7,9 @@ import {
   type SnapshotResult,
 } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
+import { MAX_PERSISTED_BYTES, SNAPSHOT_STORE_KEY } from "../../../src/gateway/snapshot-codec.ts";
 import {
   FAILED_REFRESH_HOLD_MS,
-  MAX_PERSISTED_BYTES,
-  SNAPSHOT_STORE_KEY,
   SnapshotService,
   type SnapshotServiceOptions,
 } from "../../../src/gateway/snapshot-service.ts";
