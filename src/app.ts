@@ -7,12 +7,13 @@ import type { Context, MiddlewareHandler } from "hono";
 import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { type Config, ConfigError } from "./config.ts";
-import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { Hono } from "./http/hono.ts";
 import { sha256Hex } from "./http/upstream.ts";
 import { mapRoutes } from "./map/routes.ts";
+import type { Deps } from "./ports.ts";
+import type { IsolateMemory } from "./vehicles/isolate-memory.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
 export interface AppEnv {

@@ -3,8 +3,8 @@
  * The Durable Object wraps it on Cloudflare; Deno and Bun run it in-process. Same rules everywhere.
  */
 import type { Config } from "../config.ts";
-import type { Clock, FetchFn, KeyValueStore, Logger } from "../deps.ts";
 import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
+import type { Clock, FetchFn, KeyValueStore, Logger } from "../ports.ts";
 import type { GuardedCoordinator } from "./coordination.ts";
 import { freshnessWindow, keepMs } from "./freshness.ts";
 import { Gateway } from "./gateway.ts";

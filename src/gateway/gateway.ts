@@ -7,22 +7,13 @@
  * Durable Object RPC boundary, where custom Error fields are lost.
  */
 import type { Config } from "../config.ts";
-import type {
-  Clock,
-  FetchFn,
-  GatewayStatus,
-  GatewayTokenBroker,
-  KeyValueStore,
-  Logger,
-  SnapshotResult,
-  SnapshotSource,
-  WarmResult,
-} from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
 import { type ParseBody, PartnerClient } from "../partner/vehicles-client.ts";
+import type { Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger, SnapshotSource } from "../ports.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
 import { type FreshnessWindow, freshnessWindow, warmNotOlderThan } from "./freshness.ts";
 import { SnapshotService, type SnapshotServiceOptions } from "./snapshot-service.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "./types.ts";
 
 export interface GatewayOptions {
   config: Config;

@@ -3,7 +3,7 @@
  * resets, and in the replicas' shared store (Deno/Bun). The prepared bytes are gzip-compressed
  * where `CompressionStream` exists; a record not written by this codec reads as nothing.
  */
-import type { SnapshotEnvelope } from "../deps.ts";
+import type { SnapshotEnvelope } from "./types.ts";
 
 /** Storage key of the last good envelope. */
 export const SNAPSHOT_STORE_KEY = "snapshot:last";

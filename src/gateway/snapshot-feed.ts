@@ -13,9 +13,9 @@
  * The feed holds nothing secret: the same redacted bytes that the Cache API holds.
  */
 import { entryMeta, envelopeHeaders, readEnvelope } from "../cache/snapshot-entry.ts";
-import type { SnapshotResult } from "../deps.ts";
 import type { ErrorInfo } from "../errors.ts";
 import { ttlLeftS } from "./freshness.ts";
+import type { SnapshotResult } from "./types.ts";
 
 /** The path the feed answers (any other path is a 404). */
 export const FEED_PATH = "/snapshot";

@@ -9,8 +9,9 @@
  * Inside a Durable Object all calls share one context, so the in-flight promise is the normal way
  * to make concurrent callers join one fetch; it is cleared in `finally` only if still current.
  */
-import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } from "../deps.ts";
+
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
+import type { Clock, KeyValueStore, Logger } from "../ports.ts";
 import { prepareSnapshot } from "../vehicles/prepared.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
 import { ageS, type FreshnessWindow, isFresh, isServable } from "./freshness.ts";
@@ -21,6 +22,7 @@ import {
   storedBytes,
   storedSnapshotCodec,
 } from "./snapshot-codec.ts";
+import type { SnapshotEnvelope, SnapshotResult } from "./types.ts";
 
 /** After a failed refresh, callers asking for newer data get the servable copy for this long. */
 export const FAILED_REFRESH_HOLD_MS = 5_000;

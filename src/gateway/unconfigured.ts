@@ -3,8 +3,9 @@
  * Workers, the in-process gateway on Deno and Bun): every answer says so, as plain data where the
  * answer is data. The app names the settings (never their values) before it asks the gateway.
  */
-import type { SnapshotSource } from "../deps.ts";
+
 import { AppError, type ErrorInfo } from "../errors.ts";
+import type { SnapshotSource } from "../ports.ts";
 
 export const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
 

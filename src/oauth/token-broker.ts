@@ -8,10 +8,11 @@
  * error, never in status().
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger, TokenStatus } from "../deps.ts";
 import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
 import { coordinated, type GuardedCoordinator, type Lease, LeaseLostError } from "../gateway/coordination.ts";
+import type { AccessToken, TokenStatus } from "../gateway/types.ts";
 import { backoffMs } from "../http/upstream.ts";
+import type { Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger } from "../ports.ts";
 import { isUsable, minRefreshIntervalMs, scheduleRefresh, usableUntil } from "./refresh-timing.ts";
 import { oauthErrorText, requestToken, type TokenGrant } from "./token-endpoint.ts";
 import {

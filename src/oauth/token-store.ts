@@ -5,8 +5,9 @@
  * knows the record's shape and never logs the token.
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, KeyValueStore, Logger } from "../deps.ts";
+import type { AccessToken } from "../gateway/types.ts";
 import { sha256Hex } from "../http/upstream.ts";
+import type { KeyValueStore, Logger } from "../ports.ts";
 
 /** Storage key of the persisted token. */
 export const TOKEN_STORE_KEY = "oauth:token";

@@ -7,9 +7,10 @@
  * size cap, manual redirects), `classify` judges the answer, `parsePartnerBody` validates the JSON.
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource } from "../deps.ts";
 import { AppError } from "../errors.ts";
+import type { AccessToken } from "../gateway/types.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import type { Clock, FetchFn, KeyValueStore, Logger, TokenSource } from "../ports.ts";
 import { parsePartnerBody } from "../vehicles/schema.ts";
 import { checkBodyShape } from "./body-guard.ts";
 import { CircuitBreaker } from "./circuit-breaker.ts";

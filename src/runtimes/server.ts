@@ -13,18 +13,6 @@ import { createApp } from "../app.ts";
 import { MemoryResponseCache } from "../cache/memory-cache.ts";
 import { CACHE_NAME } from "../cache/snapshot-entry.ts";
 import { configFor } from "../config.ts";
-import {
-  type Clock,
-  consoleLogger,
-  type Deps,
-  type FetchFn,
-  type Logger,
-  MemoryStore,
-  newIsolateMemory,
-  type ResponseCache,
-  type SnapshotSource,
-  systemClock,
-} from "../deps.ts";
 import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
@@ -32,8 +20,11 @@ import { SharedSnapshots } from "../gateway/shared-snapshot.ts";
 import { unconfiguredGateway } from "../gateway/unconfigured.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
 import { alarmTime, IDLE_ALARM_MS, shouldSetAlarm } from "../oauth/alarm-policy.ts";
+import type { Clock, Deps, FetchFn, Logger, ResponseCache, SnapshotSource } from "../ports.ts";
+import { newIsolateMemory } from "../vehicles/isolate-memory.ts";
 import { warmUp } from "../warmup.ts";
 import { processCache } from "./process-cache.ts";
+import { consoleLogger, MemoryStore, systemClock } from "./standard-ports.ts";
 
 /** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
 export type Settings = Readonly<Record<string, string | undefined>>;

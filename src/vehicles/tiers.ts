@@ -20,7 +20,6 @@ import {
   snapshotCacheKey,
 } from "../cache/snapshot-entry.ts";
 import type { Config } from "../config.ts";
-import type { Deps, ResponseCache, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
 import {
   ageS,
@@ -31,7 +30,9 @@ import {
   ttlLeftS,
   warmNotOlderThan,
 } from "../gateway/freshness.ts";
+import type { SnapshotEnvelope } from "../gateway/types.ts";
 import { fnv1aHex } from "../hash.ts";
+import type { Deps, ResponseCache } from "../ports.ts";
 import {
   cacheForward,
   cacheHit,

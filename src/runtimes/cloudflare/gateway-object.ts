@@ -4,14 +4,15 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Config, configFor } from "../../config.ts";
-import type { GatewayStatus, KeyValueStore, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
-import { consoleLogger, systemClock } from "../../deps.ts";
 import { createGateway } from "../../gateway/create-gateway.ts";
 import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "../../gateway/types.ts";
 import { unconfiguredGateway } from "../../gateway/unconfigured.ts";
 import { alarmTime, shouldSetAlarm } from "../../oauth/alarm-policy.ts";
+import type { KeyValueStore, SnapshotSource } from "../../ports.ts";
+import { consoleLogger, systemClock } from "../standard-ports.ts";
 import type { Env } from "./env.ts";
 
 function storageStore(storage: DurableObjectStorage): KeyValueStore {
