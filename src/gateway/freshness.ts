@@ -16,7 +16,7 @@ export interface FreshnessWindow {
   staleMs: number;
 }
 
-export type Freshness = "fresh" | "stale" | "expired";
+type Freshness = "fresh" | "stale" | "expired";
 
 /** The window the configuration sets (VEHICLES_TTL_S, VEHICLES_STALE_S). */
 export function freshnessWindow(config: Pick<Config, "vehiclesTtlS" | "vehiclesStaleS">): FreshnessWindow {
@@ -24,7 +24,7 @@ export function freshnessWindow(config: Pick<Config, "vehiclesTtlS" | "vehiclesS
 }
 
 /** Fresh, stale (still servable) or expired, `now`. */
-export function freshness(fetchedAt: number, now: number, w: FreshnessWindow): Freshness {
+function freshness(fetchedAt: number, now: number, w: FreshnessWindow): Freshness {
   const age = now - fetchedAt;
   if (age < w.ttlMs) return "fresh";
   return age < w.ttlMs + w.staleMs ? "stale" : "expired";

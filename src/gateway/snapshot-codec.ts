@@ -24,7 +24,7 @@ export interface SnapshotCodec {
 }
 
 /** The persisted form: the envelope with its body possibly compressed. */
-export interface StoredSnapshot {
+interface StoredSnapshot {
   v: 2;
   fetchedAt: number;
   etag: string;

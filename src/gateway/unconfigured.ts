@@ -7,7 +7,7 @@
 import { AppError, type ErrorInfo } from "../errors.ts";
 import type { SnapshotSource } from "../ports.ts";
 
-export const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
+const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
 
 export const unconfiguredGateway: SnapshotSource = {
   getSnapshot: async () => ({ ok: false, error: { ...CONFIG_INVALID } }),

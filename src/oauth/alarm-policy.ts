@@ -8,7 +8,7 @@
  */
 
 /** An alarm never fires sooner than this after being set: no hot loop, whatever the token says. */
-export const MIN_ALARM_DELAY_MS = 1_000;
+const MIN_ALARM_DELAY_MS = 1_000;
 /**
  * With no token to keep, a process looks again after this. A Durable Object sets no alarm then:
  * nobody needs one, an idle object should stay asleep, and its next call re-arms it.

@@ -250,7 +250,7 @@ function parse(
 }
 
 /** A PartnerClient's needs: the call's, less the breaker it brings itself. */
-export interface PartnerClientOptions extends Omit<PartnerClientDeps, "breaker"> {
+interface PartnerClientOptions extends Omit<PartnerClientDeps, "breaker"> {
   /** Durable Object storage, or memory: keeps an open breaker (and a Retry-After window) across resets. */
   store: KeyValueStore;
 }
