@@ -12,7 +12,7 @@
  * `node bench/cpu.ts` prints a table; `--json` prints the figures as one JSON line.
  */
 import { createFleet } from "../sandbox/fleet.ts";
-import type { SnapshotEnvelope } from "../src/deps.ts";
+import type { SnapshotEnvelope } from "../src/gateway/types.ts";
 import { findVin, loadPrepared, type Prepared, prepareSnapshot } from "../src/vehicles/prepared.ts";
 import { parseVehicleQuery } from "../src/vehicles/query.ts";
 import { redactVehicles } from "../src/vehicles/schema.ts";

@@ -16,7 +16,7 @@
  * The loader is the one place to change when the isolate's form of the snapshot changes: see
  * `LOADER` below (`loadPrepared`, the L1 fill of every isolate).
  */
-import type { SnapshotEnvelope } from "../src/deps.ts";
+import type { SnapshotEnvelope } from "../src/gateway/types.ts";
 import { loadPrepared } from "../src/vehicles/prepared.ts";
 import { snapshotOf } from "./cpu.ts";
 

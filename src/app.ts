@@ -8,13 +8,14 @@ import { cors } from "hono/cors";
 import { methodNotAllowed } from "hono/method-not-allowed";
 import { timingSafeEqual } from "hono/utils/buffer";
 import { type Config, ConfigError } from "./config.ts";
-import type { Deps, IsolateMemory } from "./deps.ts";
 import { docsRoutes } from "./docs/routes.ts";
 import { AppError, problemResponse } from "./errors.ts";
 import { sha256Hex } from "./hash.ts";
 import type { AppEnv } from "./http/context.ts";
 import { Hono } from "./http/hono.ts";
 import { mapRoutes } from "./map/routes.ts";
+import type { Deps } from "./ports.ts";
+import type { IsolateMemory } from "./vehicles/isolate-memory.ts";
 import { vehicleRoutes } from "./vehicles/routes.ts";
 
 /** Longest URL (path and query) we read; longer: 414. */

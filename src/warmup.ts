@@ -10,8 +10,8 @@
  * warms itself, in the process that serves its users: there the tiers are filled.
  */
 import { ConfigError } from "./config.ts";
-import type { Deps } from "./deps.ts";
 import { AppError } from "./errors.ts";
+import type { Deps } from "./ports.ts";
 import { warmTiers } from "./vehicles/tiers.ts";
 
 export interface WarmUpReport {

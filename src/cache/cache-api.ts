@@ -1,4 +1,4 @@
-import type { ResponseCache } from "../deps.ts";
+import type { ResponseCache } from "../ports.ts";
 
 /**
  * L2 over the Cache API, in a named cache: `caches.default` is shared with `fetch()`

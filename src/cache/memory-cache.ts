@@ -1,4 +1,4 @@
-import type { ResponseCache } from "../deps.ts";
+import type { ResponseCache } from "../ports.ts";
 
 interface Entry {
   body: ArrayBuffer;

@@ -3,7 +3,13 @@
  * freshness, not the cache: the Cache API implements no stale directive, and miniflare's
  * local emulation differs from production on `max-age` and `Age` (DESIGN.md).
  */
-import type { SnapshotEnvelope } from "../deps.ts";
+import type { SnapshotEnvelope } from "../gateway/types.ts";
+
+/**
+ * The named cache for snapshots, on every runtime that has the Cache API (the Worker, Deno): not
+ * caches.default, which fetch() subrequests share; one name, so one deployment's key space reads the same.
+ */
+export const CACHE_NAME = "sharenow-vehicles-v1";
 
 const FETCHED_AT = "x-gateway-fetched-at";
 const DROPPED = "x-gateway-dropped";

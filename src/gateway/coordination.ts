@@ -16,7 +16,7 @@
  * single process does (`coordinated` runs the work without a lease) and `StoreHealth` says so once
  * per episode, in the log and in /health.
  */
-import type { Clock, Logger } from "../deps.ts";
+import type { Clock, Logger } from "../ports.ts";
 
 /** A granted lease. `fence` grows with every grant of the same name. */
 export interface Lease {

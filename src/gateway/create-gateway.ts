@@ -3,10 +3,10 @@
  * The Durable Object wraps it on Cloudflare; Deno and Bun run it in-process. Same rules everywhere.
  */
 import type { Config } from "../config.ts";
-import type { Clock, FetchFn, KeyValueStore, Logger } from "../deps.ts";
 import { RETRY_BUDGET_MS, TokenBroker } from "../oauth/token-broker.ts";
-import { parsePartnerBody } from "../vehicles/schema.ts";
+import type { Clock, FetchFn, KeyValueStore, Logger } from "../ports.ts";
 import type { GuardedCoordinator } from "./coordination.ts";
+import { freshnessWindow, keepMs } from "./freshness.ts";
 import { Gateway } from "./gateway.ts";
 import type { SharedSnapshots, SharedSnapshotsOptions } from "./shared-snapshot.ts";
 
@@ -26,7 +26,7 @@ export interface GatewayPlatform {
   shareSnapshots?: (opts: SharedSnapshotsOptions) => SharedSnapshots;
 }
 
-export function createGateway(config: Config, p: GatewayPlatform): { gateway: Gateway; tokens: TokenBroker } {
+export function createGateway(config: Config, p: GatewayPlatform): Gateway {
   const c = p.coordinator;
   const tokens = new TokenBroker({
     config,
@@ -36,29 +36,27 @@ export function createGateway(config: Config, p: GatewayPlatform): { gateway: Ga
     log: p.log,
     ...(c ? { coordinator: c } : {}),
   });
-  const ttlMs = config.vehiclesTtlS * 1000;
+  const window = freshnessWindow(config);
   const shared =
     c && p.shareSnapshots
       ? p.shareSnapshots({
           coordinator: c,
           clock: p.clock,
           log: p.log,
-          ttlMs,
-          keepMs: ttlMs + config.vehiclesStaleS * 1000,
+          ttlMs: window.ttlMs,
+          keepMs: keepMs(window),
           // A token refresh (its retry budget) and a partner request with one replay.
           maxFetchMs: RETRY_BUDGET_MS + 2 * config.partnerTimeoutMs,
         })
       : undefined;
-  const gateway = new Gateway({
+  return new Gateway({
     config,
     fetch: p.fetch,
     tokens,
     clock: p.clock,
     log: p.log,
     store: p.store,
-    parseBody: (text) => parsePartnerBody(text, config.partnerMaxVehicles),
     schedule: p.schedule,
     ...(shared ? { sharedSnapshots: shared } : {}),
   });
-  return { gateway, tokens };
 }

@@ -7,32 +7,13 @@
  * Durable Object RPC boundary, where custom Error fields are lost.
  */
 import type { Config } from "../config.ts";
-import type {
-  Clock,
-  FetchFn,
-  GatewayStatus,
-  KeyValueStore,
-  Logger,
-  SnapshotResult,
-  SnapshotSource,
-  TokenSource,
-  TokenStatus,
-  WarmResult,
-} from "../deps.ts";
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
-import { CircuitBreaker } from "../partner/circuit-breaker.ts";
-import { fetchPartnerVehicles, type ParseBody } from "../partner/vehicles-client.ts";
+import { type ParseBody, PartnerClient } from "../partner/vehicles-client.ts";
+import type { Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger, SnapshotSource } from "../ports.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
-import { SnapshotService } from "./snapshot-service.ts";
-
-/** What the gateway needs of the token broker (src/oauth/token-broker.ts fits it structurally). */
-export interface GatewayTokenBroker extends TokenSource {
-  status(): TokenStatus;
-  /** Epoch ms at which the current token should be refreshed; undefined: no token yet. */
-  nextRefreshAt(): number | undefined;
-  /** Makes sure a token valid for at least `seconds` more is held; throws AppError otherwise. */
-  ensureValidFor(seconds: number): Promise<void>;
-}
+import { type FreshnessWindow, freshnessWindow, warmNotOlderThan } from "./freshness.ts";
+import { SnapshotService, type SnapshotServiceOptions } from "./snapshot-service.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "./types.ts";
 
 export interface GatewayOptions {
   config: Config;
@@ -43,81 +24,56 @@ export interface GatewayOptions {
   log: Logger;
   /** Durable Object storage, or memory: keeps the last good snapshot across resets. */
   store: KeyValueStore;
-  /** Validates and redacts the partner's JSON (e.g. `(t) => parsePartnerBody(t, config.partnerMaxVehicles)`). */
-  parseBody: ParseBody;
+  /** Stands in for the partner client's validator, `parsePartnerBody` (tests). */
+  parseBody?: ParseBody;
   /** Keeps background work alive (`ctx.waitUntil`, or a no-op where promises outlive requests anyway). */
   schedule: (p: Promise<unknown>) => void;
   random?: () => number;
   sleep?: (ms: number) => Promise<void>;
   /** Replicas on Deno/Bun: the snapshot shared through their store (a SharedSnapshots, shared-snapshot.ts). */
-  sharedSnapshots?: ConstructorParameters<typeof SnapshotService>[0]["shared"];
+  sharedSnapshots?: SnapshotServiceOptions["shared"];
 }
 
 export class Gateway implements SnapshotSource {
   readonly #tokens: GatewayTokenBroker;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #ttlMs: number;
-  readonly #breaker: CircuitBreaker;
+  readonly #window: FreshnessWindow;
+  readonly #partner: PartnerClient;
   readonly #snapshots: SnapshotService;
-  #partnerRequests = 0;
-  #partnerFailures = 0;
 
   constructor(opts: GatewayOptions) {
     this.#tokens = opts.tokens;
     this.#clock = opts.clock;
     this.#log = opts.log;
-    this.#ttlMs = opts.config.vehiclesTtlS * 1000;
-    // The store keeps an open breaker (and a Retry-After window) across object resets.
-    this.#breaker = new CircuitBreaker({ clock: opts.clock, store: opts.store, log: opts.log });
-
-    // Counts every request that actually leaves for the partner (replays and retries included).
-    const partnerFetch: FetchFn = (input, init) => {
-      this.#partnerRequests += 1;
-      return opts.fetch(input, init);
-    };
-
-    const fetchSnapshot = async () => {
-      const before = this.#partnerRequests;
-      try {
-        const r = await fetchPartnerVehicles({
-          config: opts.config,
-          fetch: partnerFetch,
-          tokens: opts.tokens,
-          clock: opts.clock,
-          log: opts.log,
-          parseBody: opts.parseBody,
-          breaker: this.#breaker,
-          ...(opts.random ? { random: opts.random } : {}),
-          ...(opts.sleep ? { sleep: opts.sleep } : {}),
-        });
-        this.#log.log("info", "partner_fetched", {
-          count: r.vehicles.length,
-          dropped: r.dropped,
-          tokenMs: r.timings.tokenMs,
-          partnerMs: r.timings.partnerMs,
-        });
-        // parseBody is parsePartnerBody (or a test's stand-in): validated, redacted, VIN order.
-        return { vehicles: r.vehicles as Vehicle[], dropped: r.dropped };
-      } catch (err) {
-        // Only a call that reached the partner counts: a breaker refusal or a token failure sent nothing.
-        // The snapshot service runs one fetch at a time, so the counter delta is this call's own.
-        if (this.#partnerRequests > before) this.#partnerFailures += 1;
-        throw err;
-      }
-    };
-
-    const snapshotOpts: ConstructorParameters<typeof SnapshotService>[0] = {
-      fetchSnapshot,
+    this.#window = freshnessWindow(opts.config);
+    const partner = new PartnerClient({
+      config: opts.config,
+      fetch: opts.fetch,
+      tokens: opts.tokens,
       clock: opts.clock,
       log: opts.log,
-      ttlMs: this.#ttlMs,
-      staleMs: opts.config.vehiclesStaleS * 1000,
+      store: opts.store,
+      parseBody: opts.parseBody,
+      random: opts.random,
+      sleep: opts.sleep,
+    });
+    this.#partner = partner;
+
+    this.#snapshots = new SnapshotService({
+      fetchSnapshot: async () => {
+        const r = await partner.fetchVehicles();
+        // parseBody is parsePartnerBody (or a test's stand-in): validated, redacted, VIN order.
+        return { vehicles: r.vehicles as Vehicle[], dropped: r.dropped };
+      },
+      clock: opts.clock,
+      log: opts.log,
+      ttlMs: this.#window.ttlMs,
+      staleMs: this.#window.staleMs,
       schedule: opts.schedule,
       store: opts.store,
-    };
-    if (opts.sharedSnapshots) snapshotOpts.shared = opts.sharedSnapshots;
-    this.#snapshots = new SnapshotService(snapshotOpts);
+      ...(opts.sharedSnapshots ? { shared: opts.sharedSnapshots } : {}),
+    });
   }
 
   /** See SnapshotService.get: fresh, stale-while-revalidate, single-flight fetch, stale-if-error. Never throws. */
@@ -129,16 +85,16 @@ export class Gateway implements SnapshotSource {
   async status(): Promise<GatewayStatus> {
     const token = this.#tokens.status();
     const snapshot = await this.#snapshots.status();
-    await this.#breaker.ready();
+    await this.#partner.breaker.ready();
     const c = this.#snapshots.counters();
     return {
       token,
       snapshot,
-      breaker: this.#breaker.state(),
+      breaker: this.#partner.breaker.state(),
       counters: {
         tokenRequests: token.tokenRequests,
-        partnerRequests: this.#partnerRequests,
-        partnerFailures: this.#partnerFailures,
+        partnerRequests: this.#partner.requests,
+        partnerFailures: this.#partner.failures,
         snapshotServed: c.snapshotServed,
         snapshotFetches: c.snapshotFetches,
         droppedVehicles: c.droppedVehicles,
@@ -162,7 +118,7 @@ export class Gateway implements SnapshotSource {
     }
     let snapshotFetchedAt: number | undefined;
     try {
-      const result = await this.#snapshots.get({ notOlderThan: this.#clock.now() - this.#ttlMs / 2 });
+      const result = await this.#snapshots.get({ notOlderThan: warmNotOlderThan(this.#clock.now(), this.#window) });
       if (result.ok) snapshotFetchedAt = result.snapshot.fetchedAt;
       if (result.error) error ??= result.error;
     } catch (err) {

@@ -7,10 +7,12 @@
  * The envelope goes through the snapshot service's own encode/decode (its SnapshotCodec) and is
  * opaque here: any plain structure with strings, numbers and typed arrays round-trips.
  */
-import type { Clock, Logger, SnapshotEnvelope } from "../deps.ts";
+
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
+import type { Clock, Logger } from "../ports.ts";
 import { coordinated, type GuardedCoordinator, type Lease, RecordTooLargeError } from "./coordination.ts";
-import type { SnapshotCodec } from "./snapshot-service.ts";
+import type { SnapshotCodec } from "./snapshot-codec.ts";
+import type { SnapshotEnvelope } from "./types.ts";
 
 export const SHARED_SNAPSHOT = "snapshot";
 export const SHARED_SNAPSHOT_GATE = "snapshot-gate";

@@ -13,8 +13,9 @@
  * The feed holds nothing secret: the same redacted bytes that the Cache API holds.
  */
 import { entryMeta, envelopeHeaders, readEnvelope } from "../cache/snapshot-entry.ts";
-import type { SnapshotResult } from "../deps.ts";
 import type { ErrorInfo } from "../errors.ts";
+import { ttlLeftS } from "./freshness.ts";
+import type { SnapshotResult } from "./types.ts";
 
 /** The path the feed answers (any other path is a 404). */
 export const FEED_PATH = "/snapshot";
@@ -34,7 +35,7 @@ export function feedResponse(r: SnapshotResult, opts: { ttlS: number; staleS: nu
     });
   }
   const s = r.snapshot;
-  const left = Math.floor((s.fetchedAt + opts.ttlS * 1000 - opts.now) / 1000);
+  const left = Math.floor(ttlLeftS(s.fetchedAt, opts.now, { ttlMs: opts.ttlS * 1000 }));
   const cacheControl =
     r.stale || left <= 0
       ? `public, max-age=${STALE_MAX_AGE_S}`

@@ -9,22 +9,20 @@
  * Inside a Durable Object all calls share one context, so the in-flight promise is the normal way
  * to make concurrent callers join one fetch; it is cleared in `finally` only if still current.
  */
-import type { Clock, KeyValueStore, Logger, SnapshotEnvelope, SnapshotResult } from "../deps.ts";
+
 import { type ErrorInfo, toErrorInfo } from "../errors.ts";
+import type { Clock, KeyValueStore, Logger } from "../ports.ts";
 import { prepareSnapshot } from "../vehicles/prepared.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
-
-/** Storage key of the last good envelope. */
-export const SNAPSHOT_STORE_KEY = "snapshot:last";
-/**
- * Largest stored record we write, in (estimated) bytes. Durable Object storage caps one value
- * at 2 MB (2,000,000 bytes, SQLite backend: decimal, not MiB); we stay below with 64 kB of room
- * for the record's other fields. A larger snapshot is simply not persisted: after a reset the
- * object then has nothing for stale-if-error until its first successful fetch. The prepared
- * snapshot is gzip-compressed first where `CompressionStream` exists (workerd, Deno, Bun, Node):
- * 20,000 vehicles take about 1 MB that way.
- */
-export const MAX_PERSISTED_BYTES = 2_000_000 - 64_000;
+import { ageS, type FreshnessWindow, isFresh, isServable } from "./freshness.ts";
+import {
+  MAX_PERSISTED_BYTES,
+  SNAPSHOT_STORE_KEY,
+  type SnapshotCodec,
+  storedBytes,
+  storedSnapshotCodec,
+} from "./snapshot-codec.ts";
+import type { SnapshotEnvelope, SnapshotResult } from "./types.ts";
 
 /** After a failed refresh, callers asking for newer data get the servable copy for this long. */
 export const FAILED_REFRESH_HOLD_MS = 5_000;
@@ -59,12 +57,6 @@ export interface SnapshotServiceOptions {
   };
 }
 
-/** How an envelope is stored (the service's own encoding, also for the replicas' shared store). */
-export interface SnapshotCodec {
-  encode(envelope: SnapshotEnvelope): Promise<unknown>;
-  decode(stored: unknown): Promise<SnapshotEnvelope | undefined>;
-}
-
 /** For /health. */
 export interface SnapshotStatus {
   fetchedAt: number | undefined;
@@ -83,23 +75,11 @@ export interface SnapshotCounters {
   droppedVehicles: number;
 }
 
-/** The persisted form: the envelope with its body possibly compressed. */
-interface StoredSnapshot {
-  v: 2;
-  fetchedAt: number;
-  etag: string;
-  count: number;
-  dropped: number;
-  encoding: "gzip" | "identity";
-  data: Uint8Array;
-}
-
 export class SnapshotService {
   readonly #fetchSnapshot: FetchSnapshot;
   readonly #clock: Clock;
   readonly #log: Logger;
-  readonly #ttlMs: number;
-  readonly #staleMs: number;
+  readonly #window: FreshnessWindow;
   readonly #schedule: (p: Promise<unknown>) => void;
   readonly #store: KeyValueStore | undefined;
   readonly #shared: SnapshotServiceOptions["shared"];
@@ -120,8 +100,7 @@ export class SnapshotService {
     this.#fetchSnapshot = opts.fetchSnapshot;
     this.#clock = opts.clock;
     this.#log = opts.log;
-    this.#ttlMs = opts.ttlMs;
-    this.#staleMs = opts.staleMs;
+    this.#window = { ttlMs: opts.ttlMs, staleMs: opts.staleMs };
     this.#schedule = opts.schedule;
     this.#store = opts.store;
     this.#shared = opts.shared;
@@ -174,8 +153,7 @@ export class SnapshotService {
     await this.#ensureLoaded();
     const snap = this.#snapshot;
     if (!snap) return { fetchedAt: undefined, ageS: undefined, count: undefined };
-    const ageS = Math.max(0, Math.floor((this.#clock.now() - snap.fetchedAt) / 1000));
-    return { fetchedAt: snap.fetchedAt, ageS, count: snap.count };
+    return { fetchedAt: snap.fetchedAt, ageS: ageS(snap.fetchedAt, this.#clock.now()), count: snap.count };
   }
 
   /** Counters since this instance started (a copy). */
@@ -201,11 +179,11 @@ export class SnapshotService {
   }
 
   #isFresh(snap: SnapshotEnvelope, now: number): boolean {
-    return now - snap.fetchedAt < this.#ttlMs;
+    return isFresh(snap.fetchedAt, now, this.#window);
   }
 
   #isServable(snap: SnapshotEnvelope, now: number): boolean {
-    return now - snap.fetchedAt < this.#ttlMs + this.#staleMs;
+    return isServable(snap.fetchedAt, now, this.#window);
   }
 
   #served(snapshot: SnapshotEnvelope, stale: boolean, error?: ErrorInfo): SnapshotResult {
@@ -244,14 +222,13 @@ export class SnapshotService {
     const shared = this.#shared;
     if (shared === undefined) return this.#fetch();
     let envelope: SnapshotEnvelope;
-    const codec: SnapshotCodec = { encode: encodeStored, decode: decodeStored };
     try {
-      envelope = await shared.fetch(() => this.#fetch(), this.#snapshot?.fetchedAt, codec);
+      envelope = await shared.fetch(() => this.#fetch(), this.#snapshot?.fetchedAt, storedSnapshotCodec);
     } catch (err) {
       this.#lastError = { info: toErrorInfo(err), at: this.#clock.now() };
       // A replica with nothing of its own takes the others' last copy for stale-if-error.
       if (this.#snapshot === undefined) {
-        const last = await shared.lastGood(codec);
+        const last = await shared.lastGood(storedSnapshotCodec);
         if (this.#snapshot === undefined && last !== undefined) this.#snapshot = last;
       }
       throw err;
@@ -297,9 +274,9 @@ export class SnapshotService {
 
   async #load(store: KeyValueStore): Promise<void> {
     try {
-      const stored = await store.get<StoredSnapshot>(SNAPSHOT_STORE_KEY);
+      const stored = await store.get<unknown>(SNAPSHOT_STORE_KEY);
       if (stored === undefined) return;
-      const envelope = await decodeStored(stored);
+      const envelope = await storedSnapshotCodec.decode(stored);
       if (!envelope) {
         this.#log.log("warn", "snapshot_store_unreadable", {});
         return;
@@ -314,10 +291,10 @@ export class SnapshotService {
   /** Never rejects: persistence is best effort. */
   async #persist(store: KeyValueStore, envelope: SnapshotEnvelope): Promise<void> {
     try {
-      const record = await encodeStored(envelope);
+      const record = await storedSnapshotCodec.encode(envelope);
       // A newer snapshot may have arrived while compressing: let its own write win.
       if (this.#snapshot !== envelope) return;
-      const size = estimateBytes(record.data);
+      const size = storedBytes(record);
       if (size > MAX_PERSISTED_BYTES) {
         this.#log.log("warn", "snapshot_not_persisted", { bytes: size, limit: MAX_PERSISTED_BYTES });
         return;
@@ -333,50 +310,4 @@ function noop(): void {}
 
 function errorName(err: unknown): string {
   return err instanceof Error ? err.name : typeof err;
-}
-
-/** Bytes the structured clone of `data` takes. */
-function estimateBytes(data: Uint8Array): number {
-  return data.byteLength;
-}
-
-async function encodeStored(envelope: SnapshotEnvelope): Promise<StoredSnapshot> {
-  const base = {
-    v: 2 as const,
-    fetchedAt: envelope.fetchedAt,
-    etag: envelope.etag,
-    count: envelope.count,
-    dropped: envelope.dropped,
-  };
-  // Feature-detect, don't sniff the runtime.
-  if (typeof CompressionStream === "function") {
-    const stream = new Blob([envelope.data as Uint8Array<ArrayBuffer>])
-      .stream()
-      .pipeThrough(new CompressionStream("gzip"));
-    const data = new Uint8Array(await new Response(stream).arrayBuffer());
-    return { ...base, encoding: "gzip", data };
-  }
-  return { ...base, encoding: "identity", data: envelope.data };
-}
-
-/** The envelope back from storage, or undefined when the record is not one we wrote. */
-async function decodeStored(stored: unknown): Promise<SnapshotEnvelope | undefined> {
-  if (typeof stored !== "object" || stored === null) return undefined;
-  const s = stored as Partial<StoredSnapshot>;
-  if (
-    s.v !== 2 ||
-    typeof s.fetchedAt !== "number" ||
-    typeof s.etag !== "string" ||
-    typeof s.count !== "number" ||
-    typeof s.dropped !== "number"
-  ) {
-    return undefined;
-  }
-  let data: Uint8Array;
-  if (s.encoding === "identity" && s.data instanceof Uint8Array) data = s.data;
-  else if (s.encoding === "gzip" && s.data instanceof Uint8Array && typeof DecompressionStream === "function") {
-    const stream = new Blob([s.data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip"));
-    data = new Uint8Array(await new Response(stream).arrayBuffer());
-  } else return undefined;
-  return { data, fetchedAt: s.fetchedAt, etag: s.etag, count: s.count, dropped: s.dropped };
 }

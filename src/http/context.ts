@@ -5,7 +5,7 @@
  */
 
 import type { Config } from "../config.ts";
-import type { Deps } from "../deps.ts";
+import type { Deps } from "../ports.ts";
 
 export interface AppEnv {
   Bindings: { deps: Deps };

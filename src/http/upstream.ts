@@ -3,7 +3,7 @@
  * covers headers *and* body, a cap on the body size, and `redirect: "manual"` so a redirect is
  * an answer we refuse, never a hop that carries our credentials elsewhere.
  */
-import type { FetchFn } from "../deps.ts";
+import type { FetchFn } from "../ports.ts";
 
 export interface UpstreamResponse {
   status: number;

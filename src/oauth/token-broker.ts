@@ -1,22 +1,29 @@
 /**
- * The one holder of the partner access token: single-flight refresh, persistence across resets,
- * compare-and-swap invalidation with a storm guard, bounded retries, Retry-After and a negative
- * cache for rejected credentials. Runtime-agnostic: it lives in the gateway Durable Object on
+ * The one holder of the partner access token: single-flight refresh, persistence across resets
+ * (its record: token-store.ts), compare-and-swap invalidation with a storm guard, bounded retries,
+ * Retry-After and a negative cache for rejected credentials. Runtime-agnostic: it lives in the gateway Durable Object on
  * Workers and in-process on Deno and Bun; everything platform-shaped is injected.
  *
  * The access token leaves this class only through getToken(). It is never logged, never in an
  * error, never in status().
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, Clock, FetchFn, KeyValueStore, Logger, TokenSource, TokenStatus } from "../deps.ts";
 import { AppError, type ErrorCode, type ErrorInfo } from "../errors.ts";
 import { coordinated, type GuardedCoordinator, type Lease, LeaseLostError } from "../gateway/coordination.ts";
-import { backoffMs, sha256Hex } from "../http/upstream.ts";
+import type { AccessToken, TokenStatus } from "../gateway/types.ts";
+import { backoffMs } from "../http/upstream.ts";
+import type { Clock, FetchFn, GatewayTokenBroker, KeyValueStore, Logger } from "../ports.ts";
 import { isUsable, minRefreshIntervalMs, scheduleRefresh, usableUntil } from "./refresh-timing.ts";
 import { oauthErrorText, requestToken, type TokenGrant } from "./token-endpoint.ts";
+import {
+  isStoredToken,
+  parseSharedRecord,
+  type StoredToken,
+  storedAccessToken,
+  TokenStore,
+  tokenId,
+} from "./token-store.ts";
 
-/** Storage key of the persisted token. */
-export const TOKEN_STORE_KEY = "oauth:token";
 /** Shared-store names (replicas on Deno/Bun): the lease and record of the token, and its failure window. */
 export const SHARED_TOKEN = "token";
 export const SHARED_TOKEN_GATE = "token-gate";
@@ -52,15 +59,6 @@ export const FORCED_REFRESH_MIN_INTERVAL_MS = 10_000;
  * wrong audience) costs 3 token requests a minute, not one per partner call.
  */
 export const FORCED_REFRESH_MAX_PER_MINUTE = 3;
-
-/** What is persisted: enough to reuse the token after a reset, and to tell whether it is ours. */
-export interface StoredToken {
-  value: string;
-  expiresAt: number;
-  obtainedAt: number;
-  /** sha256 of the settings that obtained it; any change of them retires the token. */
-  fingerprint: string;
-}
 
 /** Everything the broker needs. `random` and `sleep` are injectable for tests. */
 export interface TokenBrokerOptions {
@@ -106,30 +104,6 @@ function toAppError(err: unknown): AppError {
   return err instanceof AppError ? err : new AppError("internal", { cause: err });
 }
 
-/** The non-secret identity of a token: the first 16 hex characters of its SHA-256. */
-export async function tokenId(value: string): Promise<string> {
-  return (await sha256Hex(value)).slice(0, 16);
-}
-
-/**
- * The fingerprint of the settings that obtain a token. JSON of an array separates the fields
- * unambiguously (no "a|b" + "c" == "a" + "b|c"); the hash keeps the secret out of storage metadata.
- */
-export function settingsFingerprint(
-  config: Pick<Config, "tokenUrl" | "clientId" | "clientSecret" | "clientAuth" | "scope">,
-): Promise<string> {
-  return sha256Hex(
-    JSON.stringify([
-      "oauth-token-v1",
-      config.tokenUrl,
-      config.clientId,
-      config.clientSecret,
-      config.clientAuth,
-      config.scope ?? null,
-    ]),
-  );
-}
-
 /**
  * OAuth 2.0 client-credentials token source (RFC 6749 §4.4) for the partner API.
  *
@@ -137,10 +111,10 @@ export function settingsFingerprint(
  *   renewed in the background; when none is usable, callers wait for the (single) refresh.
  * - invalidate(id): compare-and-swap on the token id; at most one forced refresh per 10 s and 3 a minute.
  */
-export class TokenBroker implements TokenSource {
+export class TokenBroker implements GatewayTokenBroker {
   readonly #config: Config;
   readonly #fetch: FetchFn;
-  readonly #store: KeyValueStore;
+  readonly #persisted: TokenStore;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #random: () => number;
@@ -153,7 +127,6 @@ export class TokenBroker implements TokenSource {
   /** The replicas' lease of the refresh in flight (undefined: none, or no shared store). */
   #flightLease: Lease | undefined;
   #loaded: Promise<void> | undefined;
-  #fingerprint: Promise<string> | undefined;
   /** The refresh in flight: every caller joins it. Cleared in `finally` only if still current. */
   #flight: Promise<Current> | undefined;
   #gate: Gate | undefined;
@@ -168,7 +141,7 @@ export class TokenBroker implements TokenSource {
   constructor(opts: TokenBrokerOptions) {
     this.#config = opts.config;
     this.#fetch = opts.fetch;
-    this.#store = opts.store;
+    this.#persisted = new TokenStore({ store: opts.store, log: opts.log, config: opts.config });
     this.#clock = opts.clock;
     this.#log = opts.log;
     this.#random = opts.random ?? Math.random;
@@ -229,7 +202,7 @@ export class TokenBroker implements TokenSource {
     this.#current = undefined;
     this.#rejectedId = id;
     this.#log.log("info", "token_invalidated", { tokenId: id });
-    this.#store.delete(TOKEN_STORE_KEY).catch((err: unknown) => this.#logStoreFailure("delete", err));
+    void this.#persisted.delete();
     // Across replicas, compare-and-swap too: only the record that still holds this token goes.
     await this.#retireShared(id);
     // A refresh already in flight yields a new token: join it rather than start another.
@@ -297,11 +270,6 @@ export class TokenBroker implements TokenSource {
 
   // --- internals -------------------------------------------------------------------------
 
-  #fingerprintOf(): Promise<string> {
-    this.#fingerprint ??= settingsFingerprint(this.#config);
-    return this.#fingerprint;
-  }
-
   /** Loads the persisted token once per instance (a reset keeps storage, loses memory). */
   #load(): Promise<void> {
     this.#loaded ??= this.#loadStored();
@@ -309,37 +277,8 @@ export class TokenBroker implements TokenSource {
   }
 
   async #loadStored(): Promise<void> {
-    let stored: StoredToken | undefined;
-    try {
-      stored = await this.#store.get<StoredToken>(TOKEN_STORE_KEY);
-    } catch (err) {
-      this.#logStoreFailure("get", err);
-      return;
-    }
-    if (stored === undefined) return;
-    if (
-      typeof stored !== "object" ||
-      stored === null ||
-      typeof stored.value !== "string" ||
-      typeof stored.expiresAt !== "number" ||
-      typeof stored.obtainedAt !== "number" ||
-      typeof stored.fingerprint !== "string"
-    ) {
-      this.#log.log("warn", "token_store_malformed");
-      return;
-    }
-    if (stored.fingerprint !== (await this.#fingerprintOf())) {
-      // A change of client id, secret, token URL, auth method or scope: that token is not ours now.
-      this.#log.log("info", "token_retired", { reason: "settings_changed" });
-      await this.#store.delete(TOKEN_STORE_KEY).catch((err: unknown) => this.#logStoreFailure("delete", err));
-      return;
-    }
-    const token: AccessToken = {
-      value: stored.value,
-      id: await tokenId(stored.value),
-      expiresAt: stored.expiresAt,
-      obtainedAt: stored.obtainedAt,
-    };
+    const token = await this.#persisted.load();
+    if (token === undefined) return;
     if (!isUsable(token, this.#clock.now())) return;
     // Nothing else can have set a token yet (every entry point awaits the load first); be safe anyway.
     if (this.#current !== undefined) return;
@@ -405,16 +344,11 @@ export class TokenBroker implements TokenSource {
    */
   async #readShared(coordinator: GuardedCoordinator): Promise<Current | undefined> {
     const now = this.#clock.now();
-    const fingerprint = await this.#fingerprintOf();
-    const stored = parseJson<StoredToken>(await coordinator.read(SHARED_TOKEN));
+    const fingerprint = await this.#persisted.fingerprint();
+    const stored = parseSharedRecord<StoredToken>(await coordinator.read(SHARED_TOKEN));
     // A usable token first: a failed refresh elsewhere leaves the old one good, as in one process.
     if (isStoredToken(stored) && stored.fingerprint === fingerprint) {
-      const token: AccessToken = {
-        value: stored.value,
-        id: await tokenId(stored.value),
-        expiresAt: stored.expiresAt,
-        obtainedAt: stored.obtainedAt,
-      };
+      const token = await storedAccessToken(stored);
       const cur = this.#current;
       const better = cur === undefined || token.expiresAt > cur.token.expiresAt;
       if (token.id !== this.#rejectedId && isUsable(token, now) && better) {
@@ -430,7 +364,7 @@ export class TokenBroker implements TokenSource {
         return current;
       }
     }
-    const gate = parseJson<SharedGate>(await coordinator.read(SHARED_TOKEN_GATE));
+    const gate = parseSharedRecord<SharedGate>(await coordinator.read(SHARED_TOKEN_GATE));
     if (gate && gate.fingerprint === fingerprint && typeof gate.until === "number" && gate.until > now) {
       this.#gate = { until: gate.until, error: gate.error };
       this.#lastError = gate.error.code;
@@ -446,7 +380,7 @@ export class TokenBroker implements TokenSource {
     if (coordinator === undefined) return;
     try {
       const raw = await coordinator.read(SHARED_TOKEN);
-      const stored = parseJson<StoredToken>(raw);
+      const stored = parseSharedRecord<StoredToken>(raw);
       if (raw !== undefined && isStoredToken(stored) && (await tokenId(stored.value)) === id) {
         await coordinator.deleteIf(SHARED_TOKEN, raw);
       }
@@ -526,18 +460,7 @@ export class TokenBroker implements TokenSource {
     this.#lastError = undefined;
     this.#lastRefreshAt = grant.obtainedAt;
     this.#log.log("info", "token_refreshed", { lifetimeS: grant.lifetimeS, tokenId: token.id });
-    const stored: StoredToken = {
-      value: token.value,
-      expiresAt: token.expiresAt,
-      obtainedAt: token.obtainedAt,
-      fingerprint: await this.#fingerprintOf(),
-    };
-    try {
-      await this.#store.put(TOKEN_STORE_KEY, stored);
-    } catch (err) {
-      // Losing persistence costs one token request after a reset, not this token.
-      this.#logStoreFailure("put", err);
-    }
+    const stored = await this.#persisted.save(token);
     await this.#share(SHARED_TOKEN, stored, lease, token.expiresAt - this.#clock.now());
     return current;
   }
@@ -559,33 +482,9 @@ export class TokenBroker implements TokenSource {
     const usable = this.#current !== undefined && isUsable(this.#current.token, now);
     fields.servingOldToken = usable;
     this.#log.log(err.code === "token_client_rejected" || !usable ? "error" : "warn", "token_refresh_failed", fields);
-    const gate: SharedGate = { until: now + windowMs, error: info, fingerprint: await this.#fingerprintOf() };
+    const gate: SharedGate = { until: now + windowMs, error: info, fingerprint: await this.#persisted.fingerprint() };
     await this.#share(SHARED_TOKEN_GATE, gate, lease, windowMs);
     // Every caller, this flight's and those failing fast inside the window, learns when to retry.
     return AppError.fromInfo({ ...info, retryAfterS: Math.max(1, Math.ceil(windowMs / 1000)) });
   }
-
-  #logStoreFailure(op: "get" | "put" | "delete", err: unknown): void {
-    this.#log.log("warn", "token_store_failed", { op, error: err instanceof Error ? err.name : typeof err });
-  }
-}
-
-function parseJson<T>(raw: string | undefined): T | undefined {
-  if (raw === undefined) return undefined;
-  try {
-    return JSON.parse(raw) as T;
-  } catch {
-    return undefined;
-  }
-}
-
-function isStoredToken(s: unknown): s is StoredToken {
-  if (typeof s !== "object" || s === null) return false;
-  const t = s as Partial<StoredToken>;
-  return (
-    typeof t.value === "string" &&
-    typeof t.expiresAt === "number" &&
-    typeof t.obtainedAt === "number" &&
-    typeof t.fingerprint === "string"
-  );
 }

@@ -7,9 +7,9 @@
  * No error built here carries the response body, the access token or the client secret.
  */
 import type { Config } from "../config.ts";
-import type { Clock, FetchFn } from "../deps.ts";
 import { AppError } from "../errors.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import type { Clock, FetchFn } from "../ports.ts";
 import { isUsable } from "./refresh-timing.ts";
 
 /** The settings that shape a token request. */

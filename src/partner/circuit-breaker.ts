@@ -19,8 +19,9 @@
  * breaker at once (or, if it was already open, as a failed trial), so a body that kills the
  * object is not fetched again before the cool-down ends.
  */
-import type { Clock, KeyValueStore, Logger } from "../deps.ts";
+
 import { AppError } from "../errors.ts";
+import type { Clock, KeyValueStore, Logger } from "../ports.ts";
 
 /** Storage key of the persisted breaker (next to `oauth:token` and `snapshot:last`). */
 export const BREAKER_STORE_KEY = "partner:breaker";

@@ -4,14 +4,16 @@
  * handed to an injected validator (which also redacts) before anything leaves this module.
  *
  * Send and validate are separate steps: `fetchUpstream` sends (deadline over headers and body,
- * size cap, manual redirects), `classify` judges the answer, `parseBody` validates the JSON.
+ * size cap, manual redirects), `classify` judges the answer, `parsePartnerBody` validates the JSON.
  */
 import type { Config } from "../config.ts";
-import type { AccessToken, Clock, FetchFn, Logger, TokenSource } from "../deps.ts";
 import { AppError } from "../errors.ts";
+import type { AccessToken } from "../gateway/types.ts";
 import { fetchUpstream, mediaType, parseRetryAfter, UpstreamError, type UpstreamResponse } from "../http/upstream.ts";
+import type { Clock, FetchFn, KeyValueStore, Logger, TokenSource } from "../ports.ts";
+import { parsePartnerBody } from "../vehicles/schema.ts";
 import { checkBodyShape } from "./body-guard.ts";
-import type { CircuitBreaker } from "./circuit-breaker.ts";
+import { CircuitBreaker } from "./circuit-breaker.ts";
 
 /** Path of the vehicles resource under `config.apiUrl`. */
 export const VEHICLES_PATH = "/api/rental/partner/vehicles";
@@ -38,7 +40,8 @@ export interface PartnerClientDeps {
   tokens: TokenSource;
   clock: Clock;
   log: Logger;
-  parseBody: ParseBody;
+  /** Stands in for `parsePartnerBody(text, config.partnerMaxVehicles)` (tests). */
+  parseBody?: ParseBody;
   breaker: CircuitBreaker;
   /** Uniform in [0, 1); for the retry jitter. */
   random?: () => number;
@@ -225,7 +228,7 @@ function upstreamFailure(err: UpstreamError): Verdict {
 }
 
 function parse(
-  parseBody: ParseBody,
+  parseBody: ParseBody | undefined,
   text: string,
   maxVehicles: number,
   log: Logger,
@@ -238,10 +241,71 @@ function parse(
     throw new AppError("partner_response_invalid", { detail: `answer refused before parsing: ${shape.reason}` });
   }
   try {
-    return parseBody(text);
+    return parseBody ? parseBody(text) : parsePartnerBody(text, maxVehicles);
   } catch (err) {
     if (err instanceof AppError) throw err;
     // The cause may quote partner text: it stays on the error for logs, never in `detail`.
     throw new AppError("partner_response_invalid", { cause: err });
+  }
+}
+
+/** A PartnerClient's needs: the call's, less the breaker it brings itself. */
+interface PartnerClientOptions extends Omit<PartnerClientDeps, "breaker"> {
+  /** Durable Object storage, or memory: keeps an open breaker (and a Retry-After window) across resets. */
+  store: KeyValueStore;
+}
+
+/**
+ * The partner vehicles call as the gateway makes it: behind its own circuit breaker, counting for
+ * /health every request that leaves for the partner (replays and retries included) and every call
+ * that reached the partner and failed.
+ */
+export class PartnerClient {
+  readonly breaker: CircuitBreaker;
+  readonly #deps: PartnerClientDeps;
+  #requests = 0;
+  #failures = 0;
+
+  constructor(opts: PartnerClientOptions) {
+    const { store, ...deps } = opts;
+    this.breaker = new CircuitBreaker({ clock: opts.clock, store, log: opts.log });
+    this.#deps = {
+      ...deps,
+      breaker: this.breaker,
+      fetch: (input, init) => {
+        this.#requests += 1;
+        return opts.fetch(input, init);
+      },
+    };
+  }
+
+  /** Requests sent to the partner since this instance started. */
+  get requests(): number {
+    return this.#requests;
+  }
+
+  /** Calls that reached the partner and failed, since this instance started. */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  /** fetchPartnerVehicles, logged (`partner_fetched`) and counted. Throws as it does. */
+  async fetchVehicles(): Promise<PartnerVehicles> {
+    const before = this.#requests;
+    try {
+      const r = await fetchPartnerVehicles(this.#deps);
+      this.#deps.log.log("info", "partner_fetched", {
+        count: r.vehicles.length,
+        dropped: r.dropped,
+        tokenMs: r.timings.tokenMs,
+        partnerMs: r.timings.partnerMs,
+      });
+      return r;
+    } catch (err) {
+      // Only a call that reached the partner counts: a breaker refusal or a token failure sent nothing.
+      // The snapshot service runs one fetch at a time, so the counter delta is this call's own.
+      if (this.#requests > before) this.#failures += 1;
+      throw err;
+    }
   }
 }

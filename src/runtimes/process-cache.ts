@@ -1,4 +1,4 @@
-import type { Logger, ResponseCache } from "../deps.ts";
+import type { Logger, ResponseCache } from "../ports.ts";
 
 /** The part of the Cache API used here; typed locally, as Bun's types (like Bun) have none. */
 interface NamedCaches {

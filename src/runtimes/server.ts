@@ -11,41 +11,28 @@
 import type { ExecutionContext } from "hono";
 import { createApp } from "../app.ts";
 import { MemoryResponseCache } from "../cache/memory-cache.ts";
+import { CACHE_NAME } from "../cache/snapshot-entry.ts";
 import { configFor } from "../config.ts";
-import {
-  type Clock,
-  consoleLogger,
-  type Deps,
-  type FetchFn,
-  type Logger,
-  MemoryStore,
-  newIsolateMemory,
-  type ResponseCache,
-  type SnapshotSource,
-  systemClock,
-} from "../deps.ts";
-import { AppError, type ErrorInfo } from "../errors.ts";
 import { type Coordinator, GuardedCoordinator } from "../gateway/coordination.ts";
 import { createGateway } from "../gateway/create-gateway.ts";
 import type { Gateway } from "../gateway/gateway.ts";
 import { SharedSnapshots } from "../gateway/shared-snapshot.ts";
+import { unconfiguredGateway } from "../gateway/unconfigured.ts";
 import { type ReadAsset, serveAsset } from "../map/static-files.ts";
+import { alarmTime, IDLE_ALARM_MS, shouldSetAlarm } from "../oauth/alarm-policy.ts";
+import type { Clock, Deps, FetchFn, Logger, ResponseCache, SnapshotSource } from "../ports.ts";
+import { newIsolateMemory } from "../vehicles/isolate-memory.ts";
 import { warmUp } from "../warmup.ts";
 import { processCache } from "./process-cache.ts";
+import { consoleLogger, MemoryStore, systemClock } from "./standard-ports.ts";
 
 /** The settings: the Worker's variable names (PARTNER_*, VEHICLES_*, CORS_ORIGINS, API_KEYS...), as strings. */
 export type Settings = Readonly<Record<string, string | undefined>>;
 
-/** The named cache for snapshots; the Worker's name, so one deployment's key space reads the same. */
-export const CACHE_NAME = "sharenow-vehicles-v1";
 /** Port when PORT is not set (wrangler dev's). */
 export const DEFAULT_PORT = 8787;
 /** Warm-up interval when WARMUP_INTERVAL_S is not set: the Worker's cron runs once a minute. */
 export const DEFAULT_WARMUP_INTERVAL_S = 60;
-/** As the Durable Object alarm: with no token to keep, look again after this. */
-const IDLE_ALARM_MS = 30_000;
-/** As the Durable Object alarm: never sooner than this from now. */
-const MIN_ALARM_DELAY_MS = 1_000;
 /** setTimeout's largest delay (2^31 - 1 ms); a later alarm is re-armed on the way. */
 const MAX_TIMER_MS = 2_147_483_647;
 /** How long close() waits for background work (a refresh, a cache put) to settle. */
@@ -163,11 +150,7 @@ export function startTimer(callback: () => void, ms: number, repeat = false): Ti
   return { clear: () => (repeat ? clearInterval(id) : clearTimeout(id)) };
 }
 
-/**
- * The Durable Object alarm as a timer: one pending wake-up at the token's refresh time (earlier
- * wins), re-armed after every snapshot call and warm-up and after each firing. Firing is
- * idempotent (`refreshTokenIfDue` refreshes only a token that is due).
- */
+/** The token alarm (src/oauth/alarm-policy.ts) as a timer: one pending wake-up, as the Durable Object keeps one alarm. */
 class TokenAlarm {
   readonly #gateway: Gateway;
   readonly #clock: Clock;
@@ -183,8 +166,8 @@ class TokenAlarm {
   arm(force = false): void {
     if (this.#stopped) return;
     const now = this.#clock.now();
-    const at = Math.max(this.#gateway.nextAlarmAt() ?? now + IDLE_ALARM_MS, now + MIN_ALARM_DELAY_MS);
-    if (!force && this.#at !== undefined && this.#at <= at) return;
+    const at = alarmTime(this.#gateway.nextAlarmAt(), now, IDLE_ALARM_MS);
+    if (!shouldSetAlarm(this.#at, at, force)) return;
     this.#timer?.clear();
     this.#at = at;
     this.#timer = startTimer(() => this.#fire(at), Math.min(at - now, MAX_TIMER_MS));
@@ -208,17 +191,6 @@ class TokenAlarm {
     this.#at = undefined;
   }
 }
-
-const CONFIG_INVALID: ErrorInfo = { code: "config_invalid", status: 500 };
-
-/** The gateway of a process whose settings are invalid: every answer says so (the app names the settings). */
-const unconfigured: SnapshotSource = {
-  getSnapshot: async () => ({ ok: false, error: CONFIG_INVALID }),
-  status: async () => {
-    throw new AppError("config_invalid");
-  },
-  warm: async () => ({ tokenSecondsLeft: undefined, snapshotFetchedAt: undefined, error: CONFIG_INVALID }),
-};
 
 /**
  * Builds the Deps of one server process from plain settings, and the fetch handler. Starts the
@@ -244,7 +216,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
 
   const config = configFor(settings as Record<string, unknown>);
   const shared = opts.coordinator ? new GuardedCoordinator(opts.coordinator, { clock, log }) : undefined;
-  let gateway: SnapshotSource = unconfigured;
+  let gateway: SnapshotSource = unconfiguredGateway;
   let alarm: TokenAlarm | undefined;
   if (config instanceof Error) {
     log.log("error", "config_invalid", { settings: config.settings });
@@ -256,7 +228,7 @@ export function createGatewayServer(settings: Settings, opts: ServerOptions = {}
       log,
       schedule: track,
       ...(shared ? { coordinator: shared, shareSnapshots: (o) => new SharedSnapshots(o) } : {}),
-    }).gateway;
+    });
     const tokenAlarm = new TokenAlarm(inner, clock);
     alarm = tokenAlarm;
     // As the Durable Object's RPC methods: every snapshot call and warm-up re-arms the alarm.

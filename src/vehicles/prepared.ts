@@ -27,8 +27,8 @@
  * separator).
  * Which allow-list wrote `text` is fixed by the versioned cache key and format number (tiers.ts).
  */
-import type { SnapshotEnvelope } from "../deps.ts";
 import { AppError } from "../errors.ts";
+import type { SnapshotEnvelope } from "../gateway/types.ts";
 import { sha256Hex } from "../hash.ts";
 import { TRANSMISSION_TYPES, type Vehicle } from "./schema.ts";
 import { type IndexParts, SpatialIndex } from "./spatial-index.ts";

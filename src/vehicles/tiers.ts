@@ -20,9 +20,29 @@ import {
   snapshotCacheKey,
 } from "../cache/snapshot-entry.ts";
 import type { Config } from "../config.ts";
-import type { Deps, SnapshotEnvelope } from "../deps.ts";
 import { AppError, type ErrorInfo, toErrorInfo } from "../errors.ts";
+import {
+  ageS,
+  freshnessWindow,
+  isFresh,
+  isServable,
+  keepMs,
+  ttlLeftS,
+  warmNotOlderThan,
+} from "../gateway/freshness.ts";
+import type { SnapshotEnvelope } from "../gateway/types.ts";
 import { fnv1aHex } from "../hash.ts";
+import type { Deps, ResponseCache } from "../ports.ts";
+import {
+  cacheForward,
+  cacheHit,
+  cacheStatus,
+  MEMORY_COLLAPSED,
+  memoryForward,
+  memoryHit,
+  OBJECT_FETCHED,
+  objectStale,
+} from "./cache-status.ts";
 import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
 
@@ -99,11 +119,8 @@ const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 /** The newest snapshot the tiers can give, or an AppError when there is nothing to serve. */
 export async function loadSnapshot(t: TierContext): Promise<Served> {
-  const { deps, config } = t;
-  const ttlMs = config.vehiclesTtlS * 1000;
-  const servableMs = ttlMs + config.vehiclesStaleS * 1000;
+  const { deps } = t;
   const sleep = t.sleep ?? defaultSleep;
-  const age = (p: Prepared) => deps.clock.now() - p.fetchedAt;
 
   if (t.bypass?.memory) return fill(t, undefined);
 
@@ -111,19 +128,8 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   let waitedOn: number | undefined;
   let poll = 0;
   for (;;) {
-    const mem = current(deps);
-    if (mem && age(mem.snapshot) < ttlMs) {
-      if (waitedOn !== undefined) {
-        deps.memory.counters.joined++;
-        return served(t, mem.snapshot, "memory", false, `gateway-memory; fwd=miss; collapsed; stored`);
-      }
-      return served(t, mem.snapshot, "memory", false, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
-    }
-    if (mem && age(mem.snapshot) < servableMs) {
-      // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
-      revalidate(t, mem.snapshot);
-      return served(t, mem.snapshot, "memory", true, `gateway-memory; hit; ttl=${ttlLeft(t, mem.snapshot)}`);
-    }
+    const hit = fromMemory(t, waitedOn !== undefined);
+    if (hit) return hit;
     const state = deps.memory;
     const running = state.fill;
     if (waitedOn !== undefined && running?.seq !== waitedOn && state.lastFill?.seq === waitedOn) {
@@ -149,8 +155,32 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
   }
 }
 
+/**
+ * L1: this isolate's loaded snapshot when fresh, or when stale within the window (served at once
+ * while one refresh runs behind it); undefined when there is none worth serving. `joined`: this
+ * request waited for another request's fill.
+ */
+function fromMemory(t: TierContext, joined: boolean): Served | undefined {
+  const { deps } = t;
+  const window = freshnessWindow(t.config);
+  const mem = current(deps);
+  if (mem && isFresh(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
+    if (joined) {
+      deps.memory.counters.joined++;
+      return served(t, mem.snapshot, "memory", false, MEMORY_COLLAPSED);
+    }
+    return served(t, mem.snapshot, "memory", false, memoryHit(ttlLeft(t, mem.snapshot)));
+  }
+  if (mem && isServable(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
+    // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
+    revalidate(t, mem.snapshot);
+    return served(t, mem.snapshot, "memory", true, memoryHit(ttlLeft(t, mem.snapshot)));
+  }
+  return undefined;
+}
+
 function ttlLeft(t: TierContext, p: Prepared): number {
-  return Math.round((p.fetchedAt + t.config.vehiclesTtlS * 1000 - t.deps.clock.now()) / 1000);
+  return Math.round(ttlLeftS(p.fetchedAt, t.deps.clock.now(), freshnessWindow(t.config)));
 }
 
 function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheStatus: string): Served {
@@ -159,7 +189,7 @@ function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheSt
     tier,
     stale,
     cacheStatus,
-    ageS: Math.max(0, Math.floor((t.deps.clock.now() - p.fetchedAt) / 1000)),
+    ageS: ageS(p.fetchedAt, t.deps.clock.now()),
   };
 }
 
@@ -216,55 +246,84 @@ function fill(t: TierContext, notOlderThan: number | undefined): Promise<Served>
 }
 
 async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promise<Served> {
-  const { deps, config } = t;
-  const ttlMs = config.vehiclesTtlS * 1000;
-  const servableMs = ttlMs + config.vehiclesStaleS * 1000;
-  const memStatus = t.bypass?.memory ? "gateway-memory; fwd=bypass" : "gateway-memory; fwd=miss; stored";
-  const mem = t.bypass?.memory ? undefined : current(deps);
+  const mem = t.bypass?.memory ? undefined : current(t.deps);
+  const l2 = cacheTier(t);
+  return (await fromCache(t, l2, notOlderThan, mem)) ?? fromGateway(t, l2, notOlderThan, mem);
+}
 
-  // L2: this data centre's Cache API (another isolate may have filled it). Not read where it is
-  // known to store nothing (a workers.dev deployment): that read could only miss.
+/** L2 as a fill finds it. */
+interface CacheTier {
+  /** Undefined: none, or skipped (`x-gateway-bypass`). */
+  cache: ResponseCache | undefined;
+  key: string;
+  /** What the last check of this isolate found (undefined: not checked yet). */
+  state: "storing" | "not-storing" | undefined;
+  /** Known to store nothing (checked within L2_RECHECK_MS): neither read nor written. */
+  dead: boolean;
+}
+
+function cacheTier(t: TierContext): CacheTier {
+  const { deps } = t;
   const cache = t.bypass?.cache ? undefined : deps.cache;
-  const key = tierCacheKey(config);
+  const key = tierCacheKey(t.config);
   const l2 = deps.memory.l2;
-  const l2Dead = l2?.state === "not-storing" && deps.clock.now() - l2.checkedAt < L2_RECHECK_MS;
-  let staleFromCache: Prepared | undefined;
-  if (cache && !l2Dead) {
-    const hit = await cache.match(key).catch((err: unknown) => {
-      deps.log.log("warn", "cache_match_failed", { error: String(err) });
-      return undefined;
-    });
-    const meta = hit ? entryMeta(hit) : undefined;
-    const now = deps.clock.now();
-    const useful =
-      meta !== undefined &&
-      now - meta.fetchedAt < servableMs &&
-      (notOlderThan === undefined || meta.fetchedAt >= notOlderThan) &&
-      (!mem || meta.fetchedAt > mem.snapshot.fetchedAt);
-    if (hit && meta && useful) {
-      deps.memory.counters.cacheReads++;
-      const p = await readEntry(t, hit, meta);
-      if (p) {
-        deps.memory.counters.fills++;
-        if (!t.bypass?.memory) remember(deps, p);
-        if (deps.clock.now() - p.fetchedAt < ttlMs) {
-          deps.memory.counters.cacheHits++;
-          return served(t, p, "cache", false, `gateway-cache; hit; ttl=${ttlLeft(t, p)}, ${memStatus}`);
-        }
-        staleFromCache = p;
-      }
-    } else {
-      await hit?.body?.cancel();
-    }
-  }
-  if (staleFromCache) {
-    // Servable but stale, and nothing better here: serve it, refresh behind it.
-    revalidate(t, staleFromCache);
-    deps.memory.counters.cacheHits++;
-    return served(t, staleFromCache, "cache", true, `gateway-cache; hit; ttl=${ttlLeft(t, staleFromCache)}`);
-  }
+  const dead = l2?.state === "not-storing" && deps.clock.now() - l2.checkedAt < L2_RECHECK_MS;
+  return { cache, key, state: l2?.state, dead };
+}
 
-  // L3: the gateway object, one partner fetch at a time for the world.
+/**
+ * L2: this data centre's Cache API (another isolate may have filled it). Its copy, if newer than
+ * L1's and recent enough: served when fresh; when stale within the window, served too (nothing
+ * better here) while a refresh runs behind it. Undefined: go on to the gateway object.
+ */
+async function fromCache(
+  t: TierContext,
+  l2: CacheTier,
+  notOlderThan: number | undefined,
+  mem: MemoryEntry | undefined,
+): Promise<Served | undefined> {
+  const { deps } = t;
+  const window = freshnessWindow(t.config);
+  // Not read where it is known to store nothing (a workers.dev deployment): that read could only miss.
+  if (!l2.cache || l2.dead) return undefined;
+  const hit = await l2.cache.match(l2.key).catch((err: unknown) => {
+    deps.log.log("warn", "cache_match_failed", { error: String(err) });
+    return undefined;
+  });
+  const meta = hit ? entryMeta(hit) : undefined;
+  const now = deps.clock.now();
+  const useful =
+    meta !== undefined &&
+    isServable(meta.fetchedAt, now, window) &&
+    (notOlderThan === undefined || meta.fetchedAt >= notOlderThan) &&
+    (!mem || meta.fetchedAt > mem.snapshot.fetchedAt);
+  if (!hit || !meta || !useful) {
+    await hit?.body?.cancel();
+    return undefined;
+  }
+  deps.memory.counters.cacheReads++;
+  const p = await readEntry(t, hit, meta);
+  if (!p) return undefined;
+  deps.memory.counters.fills++;
+  if (!t.bypass?.memory) remember(deps, p);
+  if (isFresh(p.fetchedAt, deps.clock.now(), window)) {
+    deps.memory.counters.cacheHits++;
+    return served(t, p, "cache", false, cacheStatus(cacheHit(ttlLeft(t, p)), memoryForward(!!t.bypass?.memory)));
+  }
+  // Servable but stale, and nothing better here: serve it, refresh behind it.
+  revalidate(t, p);
+  deps.memory.counters.cacheHits++;
+  return served(t, p, "cache", true, cacheHit(ttlLeft(t, p)));
+}
+
+/** L3: the gateway object, one partner fetch at a time for the world; L2 is written behind the answer. */
+async function fromGateway(
+  t: TierContext,
+  l2: CacheTier,
+  notOlderThan: number | undefined,
+  mem: MemoryEntry | undefined,
+): Promise<Served> {
+  const { deps } = t;
   const started = deps.clock.now();
   deps.memory.counters.gatewayCalls++;
   const res = await deps.gateway.getSnapshot(notOlderThan === undefined ? {} : { notOlderThan });
@@ -274,26 +333,15 @@ async function fillOnce(t: TierContext, notOlderThan: number | undefined): Promi
   const p = known && mem ? mem.snapshot : loadPrepared(res.snapshot);
   if (!known) deps.memory.counters.fills++;
   if (!t.bypass?.memory) remember(deps, p);
-  if (cache && !known && !l2Dead) {
-    const keepS = config.vehiclesTtlS + config.vehiclesStaleS;
-    t.waitUntil(putAndCheck(t, cache, key, res.snapshot, keepS));
+  if (l2.cache && !known && !l2.dead) {
+    t.waitUntil(putAndCheck(t, l2.cache, l2.key, res.snapshot, keepMs(freshnessWindow(t.config)) / 1000));
   }
-  // RFC 9211: `stored` only for a cache known to keep what it is given.
-  const cacheStatus = !cache
-    ? "gateway-cache; fwd=bypass"
-    : l2Dead
-      ? "gateway-cache; fwd=bypass; detail=not-storing"
-      : l2?.state === "storing"
-        ? "gateway-cache; fwd=miss; stored"
-        : "gateway-cache; fwd=miss";
-  const status = [
-    res.stale
-      ? `gateway-object; hit; ttl=${ttlLeft(t, p)}${res.error ? "; detail=stale-if-error" : ""}`
-      : "gateway-object; fwd=miss; stored",
-    cacheStatus,
-    memStatus,
-  ];
-  const out = served(t, p, "gateway", res.stale, status.join(", "));
+  const status = cacheStatus(
+    res.stale ? objectStale(ttlLeft(t, p), !!res.error) : OBJECT_FETCHED,
+    cacheForward({ present: l2.cache !== undefined, notStoring: l2.dead, storing: l2.state === "storing" }),
+    memoryForward(!!t.bypass?.memory),
+  );
+  const out = served(t, p, "gateway", res.stale, status);
   out.gatewayMs = gatewayMs;
   if (res.error) out.error = res.error;
   return out;
@@ -344,5 +392,5 @@ async function readEntry(t: TierContext, hit: Response, meta: EntryMeta): Promis
 
 /** Warm-up of a long-lived server: fill its memory (and cache) with a snapshot younger than half a TTL. */
 export async function warmTiers(t: TierContext): Promise<void> {
-  await fill(t, t.deps.clock.now() - (t.config.vehiclesTtlS * 1000) / 2);
+  await fill(t, warmNotOlderThan(t.deps.clock.now(), freshnessWindow(t.config)));
 }

@@ -6,7 +6,7 @@
  */
 import { abortAllDurableObjects, evictDurableObject, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it, vi } from "vitest";
-import type { GatewayStatus, SnapshotResult, WarmResult } from "../../src/deps.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "../../src/gateway/types.ts";
 import { BREAKER_STORE_KEY, type StoredBreaker } from "../../src/partner/circuit-breaker.ts";
 import type { PartnerGateway } from "../../src/runtimes/cloudflare/gateway-object.ts";
 import { GATEWAY_NAME, gatewayStub as wrapNamespace } from "../../src/runtimes/cloudflare/gateway-stub.ts";

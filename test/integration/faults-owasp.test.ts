@@ -7,11 +7,12 @@
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
+import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { ConfigError, parseConfig } from "../../src/config.ts";
-import type { Deps, GatewayStatus, SnapshotResult, SnapshotSource } from "../../src/deps.ts";
-import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
+import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-codec.ts";
+import type { GatewayStatus, SnapshotResult } from "../../src/gateway/types.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
-import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
+import type { Deps, SnapshotSource } from "../../src/ports.ts";
 import { preparedText, prepareSnapshot } from "../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS } from "../../src/vehicles/schema.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";

@@ -8,8 +8,9 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Config } from "../../src/config.ts";
-import { type AccessToken, MemoryStore, type SnapshotResult } from "../../src/deps.ts";
-import { type StoredToken, settingsFingerprint, TOKEN_STORE_KEY } from "../../src/oauth/token-broker.ts";
+import type { AccessToken, SnapshotResult } from "../../src/gateway/types.ts";
+import { type StoredToken, settingsFingerprint, TOKEN_STORE_KEY } from "../../src/oauth/token-store.ts";
+import { MemoryStore } from "../../src/runtimes/standard-ports.ts";
 import {
   advanceClock,
   coldStart,

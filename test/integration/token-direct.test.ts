@@ -7,14 +7,12 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../src/config.ts";
-import { type AccessToken, type Clock, MemoryStore } from "../../src/deps.ts";
 import { AppError } from "../../src/errors.ts";
-import {
-  FORCED_REFRESH_MIN_INTERVAL_MS,
-  REJECTED_CACHE_MS,
-  type StoredToken,
-  TOKEN_STORE_KEY,
-} from "../../src/oauth/token-broker.ts";
+import type { AccessToken } from "../../src/gateway/types.ts";
+import { FORCED_REFRESH_MIN_INTERVAL_MS, REJECTED_CACHE_MS } from "../../src/oauth/token-broker.ts";
+import { type StoredToken, TOKEN_STORE_KEY } from "../../src/oauth/token-store.ts";
+import type { Clock } from "../../src/ports.ts";
+import { MemoryStore } from "../../src/runtimes/standard-ports.ts";
 import {
   coldStart,
   partnerCounts,

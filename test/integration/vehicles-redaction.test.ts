@@ -6,8 +6,8 @@
  */
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
-import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-service.ts";
-import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
+import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
+import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-codec.ts";
 import { preparedText } from "../../src/vehicles/prepared.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import {

@@ -7,7 +7,7 @@
 import { createExecutionContext, createScheduledController, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { CACHE_NAME } from "../../src/runtimes/cloudflare/isolate.ts";
+import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import worker from "../../src/runtimes/cloudflare/worker.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import {

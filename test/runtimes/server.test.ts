@@ -6,7 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
 import { MemoryResponseCache } from "../../src/cache/memory-cache.ts";
-import type { Logger } from "../../src/deps.ts";
+import type { Logger } from "../../src/ports.ts";
 import { createGatewayServer, type GatewayServer, listenOptions, logListening } from "../../src/runtimes/server.ts";
 import { sandboxSettings } from "./runtime-process.ts";
 

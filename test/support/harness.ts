@@ -7,19 +7,14 @@ import { abortAllDurableObjects, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { beforeEach, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
+import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { type Config, configFor } from "../../src/config.ts";
-import {
-  type Clock,
-  consoleLogger,
-  type Deps,
-  type KeyValueStore,
-  MemoryStore,
-  newIsolateMemory,
-  systemClock,
-} from "../../src/deps.ts";
 import { TokenBroker } from "../../src/oauth/token-broker.ts";
+import type { Clock, Deps, KeyValueStore } from "../../src/ports.ts";
 import { GATEWAY_NAME } from "../../src/runtimes/cloudflare/gateway-stub.ts";
-import { CACHE_NAME, resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
+import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
+import { consoleLogger, MemoryStore, systemClock } from "../../src/runtimes/standard-ports.ts";
+import { newIsolateMemory } from "../../src/vehicles/isolate-memory.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 
 /** Counters of the sandbox (see sandbox/index.ts `Counters`). */

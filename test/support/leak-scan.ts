@@ -19,8 +19,8 @@ import { createExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterAll, beforeEach, expect, vi } from "vitest";
 import { createApp } from "../../src/app.ts";
-import type { Deps } from "../../src/deps.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
+import type { Deps } from "../../src/ports.ts";
 import { coldStart, get, sandbox } from "./harness.ts";
 
 /** The marker every sandbox fuelCardPin starts with (sandbox/fleet.ts PIN_MARKER). */

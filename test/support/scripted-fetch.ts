@@ -4,7 +4,7 @@
  * unexpected (it throws, and the check after each test fails).
  */
 import { afterEach, expect } from "vitest";
-import type { FetchFn } from "../../src/deps.ts";
+import type { FetchFn } from "../../src/ports.ts";
 
 /** One scripted answer: a response, or a promise that rejects (a network error, say). */
 export type Responder = (req: Request) => Response | Promise<Response>;

@@ -6,8 +6,9 @@
 import { describe, expect, it } from "vitest";
 import { createApp, HEALTH_STATUS_TTL_MS } from "../../src/app.ts";
 import { type ConfigError, parseConfig } from "../../src/config.ts";
-import type { Deps, GatewayStatus, SnapshotEnvelope, SnapshotSource } from "../../src/deps.ts";
-import { newIsolateMemory } from "../../src/deps.ts";
+import type { GatewayStatus, SnapshotEnvelope } from "../../src/gateway/types.ts";
+import type { Deps, SnapshotSource } from "../../src/ports.ts";
+import { newIsolateMemory } from "../../src/vehicles/isolate-memory.ts";
 import { prepareSnapshot } from "../../src/vehicles/prepared.ts";
 
 const KEY = "k-0123456789abcdef";

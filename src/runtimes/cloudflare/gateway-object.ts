@@ -4,15 +4,16 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Config, configFor } from "../../config.ts";
-import type { GatewayStatus, KeyValueStore, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
-import { consoleLogger, systemClock } from "../../deps.ts";
 import { createGateway } from "../../gateway/create-gateway.ts";
+import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
 import { FEED_PATH, feedResponse } from "../../gateway/snapshot-feed.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "../../gateway/types.ts";
+import { unconfiguredGateway } from "../../gateway/unconfigured.ts";
+import { alarmTime, shouldSetAlarm } from "../../oauth/alarm-policy.ts";
+import type { KeyValueStore, SnapshotSource } from "../../ports.ts";
+import { consoleLogger, systemClock } from "../standard-ports.ts";
 import type { Env } from "./env.ts";
-
-/** An alarm never fires sooner than this after being set: no hot loop, whatever the token says. */
-const MIN_ALARM_DELAY_MS = 1_000;
 
 function storageStore(storage: DurableObjectStorage): KeyValueStore {
   return {
@@ -43,16 +44,11 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
       clock: systemClock,
       log: consoleLogger,
       schedule: (p) => ctx.waitUntil(p),
-    }).gateway;
-  }
-
-  #configured(): Gateway {
-    if (!this.#gateway) throw new Error("gateway not configured");
-    return this.#gateway;
+    });
   }
 
   async getSnapshot(opts?: { notOlderThan?: number }): Promise<SnapshotResult> {
-    if (!this.#gateway) return { ok: false, error: { code: "config_invalid", status: 500 } };
+    if (!this.#gateway) return unconfiguredGateway.getSnapshot(opts);
     const result = await this.#gateway.getSnapshot(opts);
     await this.#armAlarmSafely();
     return result;
@@ -70,23 +66,19 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     const c = this.#config;
     // Fresh, or wait for the one refresh (stale-if-error still applies): what the feed answers is
     // kept by Workers Cache for the rest of its TTL, and the cache does its own stale-while-revalidate.
-    const ttlMs = (c?.vehiclesTtlS ?? 0) * 1000;
-    const result = await this.getSnapshot({ notOlderThan: Date.now() - ttlMs + 1 });
+    const result = await this.getSnapshot({
+      notOlderThan: freshNotOlderThan(Date.now(), { ttlMs: (c?.vehiclesTtlS ?? 0) * 1000 }),
+    });
     return feedResponse(result, { ttlS: c?.vehiclesTtlS ?? 0, staleS: c?.vehiclesStaleS ?? 0, now: Date.now() });
   }
 
   async status(): Promise<GatewayStatus> {
-    const s = await this.#configured().status();
+    const s = await (this.#gateway ?? unconfiguredGateway).status();
     return { ...s, counters: { ...s.counters, feedRequests: this.#feedRequests } };
   }
 
   async warm(opts: { tokenValidForS: number }): Promise<WarmResult> {
-    if (!this.#gateway)
-      return {
-        tokenSecondsLeft: undefined,
-        snapshotFetchedAt: undefined,
-        error: { code: "config_invalid", status: 500 },
-      };
+    if (!this.#gateway) return unconfiguredGateway.warm(opts);
     const result = await this.#gateway.warm(opts);
     await this.#armAlarmSafely();
     return result;
@@ -117,15 +109,11 @@ export class PartnerGateway extends DurableObject<Env> implements SnapshotSource
     }
   }
 
-  /**
-   * Keeps one alarm set at the token's refresh time (earlier wins). With no token to keep
-   * (none obtained yet), no alarm: nobody needs one, and an idle object should stay asleep.
-   */
+  /** Keeps one alarm set (src/oauth/alarm-policy.ts); with no token to keep, none. */
   async #armAlarm(force = false): Promise<void> {
-    const due = this.#gateway?.nextAlarmAt();
-    if (due === undefined) return;
-    const at = Math.max(due, Date.now() + MIN_ALARM_DELAY_MS);
+    const at = alarmTime(this.#gateway?.nextAlarmAt(), Date.now());
+    if (at === undefined) return;
     const current = await this.ctx.storage.getAlarm();
-    if (force || current === null || current > at) await this.ctx.storage.setAlarm(at);
+    if (shouldSetAlarm(current ?? undefined, at, force)) await this.ctx.storage.setAlarm(at);
   }
 }

@@ -5,8 +5,10 @@
  * One policy: an error that reaches us is final for this request, mapped to `gateway_unavailable`
  * with a Retry-After that backs off longer when the object says it is overloaded.
  */
-import type { GatewayStatus, SnapshotResult, SnapshotSource, WarmResult } from "../../deps.ts";
+
 import { AppError } from "../../errors.ts";
+import type { GatewayStatus, SnapshotResult, WarmResult } from "../../gateway/types.ts";
+import type { SnapshotSource } from "../../ports.ts";
 import type { PartnerGateway } from "./gateway-object.ts";
 
 /** The one object's name: one token and one partner fetch for the whole world. */

@@ -4,16 +4,15 @@
  */
 import { exports } from "cloudflare:workers";
 import { cacheApiStore } from "../../cache/cache-api.ts";
+import { CACHE_NAME } from "../../cache/snapshot-entry.ts";
 import { type Config, configFor } from "../../config.ts";
-import type { Deps, SnapshotSource } from "../../deps.ts";
-import { consoleLogger, newIsolateMemory, systemClock } from "../../deps.ts";
 import { FEED_PATH, readFeedResponse } from "../../gateway/snapshot-feed.ts";
+import type { Deps, SnapshotSource } from "../../ports.ts";
+import { newIsolateMemory } from "../../vehicles/isolate-memory.ts";
 import { tierCacheKey } from "../../vehicles/tiers.ts";
+import { consoleLogger, systemClock } from "../standard-ports.ts";
 import type { Env } from "./env.ts";
 import { gatewayStub } from "./gateway-stub.ts";
-
-/** The named cache for snapshots (not caches.default, which fetch() subrequests share). */
-export const CACHE_NAME = "sharenow-vehicles-v1";
 
 let current: Deps | undefined;
 

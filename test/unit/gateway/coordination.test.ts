@@ -6,8 +6,6 @@
  */
 import { describe, expect, it } from "vitest";
 import { type Config, ConfigError, parseConfig } from "../../../src/config.ts";
-import type { FetchFn, LogLevel } from "../../../src/deps.ts";
-import { MemoryStore } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import {
   type Coordinator,
@@ -18,6 +16,8 @@ import {
 } from "../../../src/gateway/coordination.ts";
 import { parse, stringify } from "../../../src/gateway/shared-snapshot.ts";
 import { TokenBroker, type TokenBrokerOptions } from "../../../src/oauth/token-broker.ts";
+import type { FetchFn, LogLevel } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 
 const T0 = 1_700_000_000_000;
 

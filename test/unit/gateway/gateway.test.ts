@@ -1,8 +1,10 @@
 import { describe, expect, it } from "vitest";
 import { type Config, parseConfig } from "../../../src/config.ts";
-import { type AccessToken, type Logger, MemoryStore, type TokenStatus } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
-import { Gateway, type GatewayOptions, type GatewayTokenBroker } from "../../../src/gateway/gateway.ts";
+import { Gateway, type GatewayOptions } from "../../../src/gateway/gateway.ts";
+import type { AccessToken, TokenStatus } from "../../../src/gateway/types.ts";
+import type { GatewayTokenBroker, Logger } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 import { loadPrepared } from "../../../src/vehicles/prepared.ts";
 import type { Vehicle } from "../../../src/vehicles/schema.ts";
 import { checkedScriptedFetches, type Responder } from "../../support/scripted-fetch.ts";

@@ -1,19 +1,14 @@
 import { describe, expect, it } from "vitest";
-import {
-  type KeyValueStore,
-  type Logger,
-  MemoryStore,
-  type SnapshotEnvelope,
-  type SnapshotResult,
-} from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
+import { MAX_PERSISTED_BYTES, SNAPSHOT_STORE_KEY } from "../../../src/gateway/snapshot-codec.ts";
 import {
   FAILED_REFRESH_HOLD_MS,
-  MAX_PERSISTED_BYTES,
-  SNAPSHOT_STORE_KEY,
   SnapshotService,
   type SnapshotServiceOptions,
 } from "../../../src/gateway/snapshot-service.ts";
+import type { SnapshotEnvelope, SnapshotResult } from "../../../src/gateway/types.ts";
+import type { KeyValueStore, Logger } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 import { loadPrepared } from "../../../src/vehicles/prepared.ts";
 import type { Vehicle } from "../../../src/vehicles/schema.ts";
 

@@ -1,15 +1,10 @@
 import { describe, expect, it } from "vitest";
 import type { Config } from "../../../src/config.ts";
-import { type FetchFn, type LogLevel, MemoryStore } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
-import {
-  FORCED_REFRESH_MAX_PER_MINUTE,
-  REJECTED_CACHE_MS,
-  type StoredToken,
-  TOKEN_STORE_KEY,
-  TokenBroker,
-  tokenId,
-} from "../../../src/oauth/token-broker.ts";
+import { FORCED_REFRESH_MAX_PER_MINUTE, REJECTED_CACHE_MS, TokenBroker } from "../../../src/oauth/token-broker.ts";
+import { type StoredToken, TOKEN_STORE_KEY, tokenId } from "../../../src/oauth/token-store.ts";
+import type { FetchFn, LogLevel } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 
 const T0 = 1_700_000_000_000;
 const SECRET = "s3cr+t:%/é";

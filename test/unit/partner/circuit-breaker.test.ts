@@ -1,5 +1,4 @@
 import { describe, expect, it } from "vitest";
-import { type KeyValueStore, type Logger, MemoryStore } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
 import {
   BREAKER_BASE_COOLDOWN_MS,
@@ -9,6 +8,8 @@ import {
   CircuitBreaker,
   type StoredBreaker,
 } from "../../../src/partner/circuit-breaker.ts";
+import type { KeyValueStore, Logger } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 
 function setup(opts: Partial<ConstructorParameters<typeof CircuitBreaker>[0]> = {}) {
   const clock = {

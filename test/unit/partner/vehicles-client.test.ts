@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { type AccessToken, type Logger, type LogLevel, MemoryStore, type TokenSource } from "../../../src/deps.ts";
 import { AppError } from "../../../src/errors.ts";
+import type { AccessToken } from "../../../src/gateway/types.ts";
 import { BREAKER_STORE_KEY, CircuitBreaker, type StoredBreaker } from "../../../src/partner/circuit-breaker.ts";
 import {
   DEFAULT_RETRY_AFTER_S,
@@ -9,6 +9,8 @@ import {
   RETRY_DELAY_MAX_MS,
   RETRY_DELAY_MIN_MS,
 } from "../../../src/partner/vehicles-client.ts";
+import type { Logger, LogLevel, TokenSource } from "../../../src/ports.ts";
+import { MemoryStore } from "../../../src/runtimes/standard-ports.ts";
 import { checkedScriptedFetches, type Responder, type ScriptedFetch } from "../../support/scripted-fetch.ts";
 
 const API = "https://partner.example";

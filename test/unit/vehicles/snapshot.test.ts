@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { mulberry32, pick } from "../../../sandbox/prng.ts";
-import type { SnapshotEnvelope } from "../../../src/deps.ts";
+import type { SnapshotEnvelope } from "../../../src/gateway/types.ts";
 import { findVin, loadPrepared, type Prepared, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
 import { encodeCursor, parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
 import {

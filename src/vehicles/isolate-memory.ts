@@ -1,0 +1,70 @@
+/**
+ * Isolate memory (L1) of the tiers (tiers.ts): the loaded snapshot, the fill under way, L2's
+ * known state and the per-tier counters /health reports. Plain values only: never a promise
+ * shared across requests.
+ */
+import type { ErrorInfo } from "../errors.ts";
+
+/** Hits and misses per tier, as seen by one isolate (reported by /health). */
+export interface TierCounters {
+  /** Answers from isolate memory (L1), including those that waited for another request's fill. */
+  memoryHits: number;
+  /** Answers whose snapshot this request read from the Cache API (L2). */
+  cacheHits: number;
+  /** Calls to the gateway object (L3) for a snapshot. */
+  gatewayCalls: number;
+  /** Cache API reads of a snapshot body (one per fill that found an entry). */
+  cacheReads: number;
+  /** L1 loads: a snapshot version made ready in this isolate. */
+  fills: number;
+  /** Requests that waited for a fill started by another request (one transfer for all of them). */
+  joined: number;
+  /** Fills taken over from a request that did not finish within the deadline. */
+  takeovers: number;
+  staleServed: number;
+  notModified: number;
+}
+
+/** A fill of L1 under way in this isolate: plain values only (never a promise shared across requests). */
+export interface FillState {
+  /** Sequence number of this fill. */
+  seq: number;
+  /** Epoch ms at which it started. */
+  startedAt: number;
+}
+
+export interface IsolateMemory {
+  /** The loaded snapshot (L1): immutable typed arrays over one buffer. */
+  snapshot?: unknown;
+  /** Epoch ms until which a background revalidation is already under way in this isolate. */
+  revalidatingUntil?: number;
+  /** The fill under way, if any: concurrent cold requests wait for it on their own timers. */
+  fill?: FillState;
+  /** Last fill sequence number handed out. */
+  fillSeq: number;
+  /** How the last finished fill ended: its error, for the requests that waited on it. */
+  lastFill?: { seq: number; error?: ErrorInfo };
+  /**
+   * Whether this data centre's Cache API keeps what we put (checked by reading the entry back after a
+   * put; on `*.workers.dev` it stores nothing). Unknown until the first check.
+   */
+  l2?: { state: "storing" | "not-storing"; checkedAt: number };
+  counters: TierCounters;
+}
+
+export function newIsolateMemory(): IsolateMemory {
+  return {
+    fillSeq: 0,
+    counters: {
+      memoryHits: 0,
+      cacheHits: 0,
+      gatewayCalls: 0,
+      cacheReads: 0,
+      fills: 0,
+      joined: 0,
+      takeovers: 0,
+      staleServed: 0,
+      notModified: 0,
+    },
+  };
+}
