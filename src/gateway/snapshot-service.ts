@@ -16,11 +16,13 @@ import { prepareSnapshot } from "../vehicles/prepared.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
 import { ageS, type FreshnessWindow, isFresh, isServable } from "./freshness.ts";
 import {
-  MAX_PERSISTED_BYTES,
-  SNAPSHOT_STORE_KEY,
+  leftoverPartKeys,
+  loadStored,
+  MAX_STORED_PARTS,
   type SnapshotCodec,
-  storedBytes,
+  STORED_PART_BYTES,
   storedSnapshotCodec,
+  storeRecords,
 } from "./snapshot-codec.ts";
 import type { SnapshotEnvelope, SnapshotResult } from "./types.ts";
 
@@ -87,6 +89,8 @@ export class SnapshotService {
   #snapshot: SnapshotEnvelope | undefined;
   #inflight: Promise<SnapshotEnvelope> | undefined;
   #loading: Promise<void> | undefined;
+  /** Parts of the last snapshot this service stored or loaded (the parts a smaller one leaves over). */
+  #storedParts = 0;
   /** Why the last fetch failed, until one succeeds: stale readers are told (stale-if-error). */
   #lastError: { info: ErrorInfo; at: number } | undefined;
   readonly #counters: SnapshotCounters = {
@@ -274,13 +278,14 @@ export class SnapshotService {
 
   async #load(store: KeyValueStore): Promise<void> {
     try {
-      const stored = await store.get<unknown>(SNAPSHOT_STORE_KEY);
+      const stored = await loadStored(store);
       if (stored === undefined) return;
-      const envelope = await storedSnapshotCodec.decode(stored);
-      if (!envelope) {
+      if (stored === "unreadable") {
         this.#log.log("warn", "snapshot_store_unreadable", {});
         return;
       }
+      const { envelope } = stored;
+      this.#storedParts = Math.max(this.#storedParts, stored.parts);
       if (!this.#snapshot || this.#snapshot.fetchedAt < envelope.fetchedAt) this.#snapshot = envelope;
       this.#log.log("info", "snapshot_loaded", { fetchedAt: envelope.fetchedAt, count: envelope.count });
     } catch (err) {
@@ -288,18 +293,25 @@ export class SnapshotService {
     }
   }
 
-  /** Never rejects: persistence is best effort. */
+  /**
+   * Never rejects: persistence is best effort. The head and its parts are written with no await
+   * between them, which Durable Object storage commits as one atomic write; parts left over from a
+   * larger snapshot are deleted after it.
+   */
   async #persist(store: KeyValueStore, envelope: SnapshotEnvelope): Promise<void> {
     try {
-      const record = await storedSnapshotCodec.encode(envelope);
-      // A newer snapshot may have arrived while compressing: let its own write win.
-      if (this.#snapshot !== envelope) return;
-      const size = storedBytes(record);
-      if (size > MAX_PERSISTED_BYTES) {
-        this.#log.log("warn", "snapshot_not_persisted", { bytes: size, limit: MAX_PERSISTED_BYTES });
+      const records = storeRecords(envelope);
+      if (!records) {
+        this.#log.log("warn", "snapshot_not_persisted", {
+          bytes: envelope.data.byteLength,
+          limit: STORED_PART_BYTES * MAX_STORED_PARTS,
+        });
         return;
       }
-      await store.put(SNAPSHOT_STORE_KEY, record);
+      await Promise.all(records.map(([key, value]) => store.put(key, value)));
+      const leftover = leftoverPartKeys(records.length, this.#storedParts);
+      this.#storedParts = records.length;
+      await Promise.all(leftover.map((key) => store.delete(key)));
     } catch (err) {
       this.#log.log("warn", "snapshot_persist_failed", { error: errorName(err) });
     }

@@ -9,7 +9,7 @@ import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { ConfigError, parseConfig } from "../../src/config.ts";
-import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-codec.ts";
+import { loadStored } from "../../src/gateway/snapshot-codec.ts";
 import type { GatewayStatus, SnapshotResult } from "../../src/gateway/types.ts";
 import { basicCredentials } from "../../src/oauth/token-endpoint.ts";
 import type { Deps, SnapshotSource } from "../../src/ports.ts";
@@ -123,25 +123,19 @@ describe("API3 Broken Object Property Level Authorization: fuelCardPin and unkno
     expect(cachedItems).toHaveLength(40);
     expectAllowListed(cachedItems, "Cache API entry");
 
-    // L3: the object's persisted last good snapshot (gzip).
+    // L3: the object's persisted last good snapshot (its parts, read back whole).
     const stored = await until(
       "the persisted snapshot",
       () =>
-        runInDurableObject(gatewayStub(), (_instance, state) =>
-          state.storage.get<{ encoding: string; data: Uint8Array | string }>(SNAPSHOT_STORE_KEY),
-        ),
+        runInDurableObject(gatewayStub(), async (_instance, state) => {
+          const r = await loadStored({ get: (key) => state.storage.get(key) });
+          return r === undefined || r === "unreadable" ? undefined : r.envelope.data;
+        }),
       isDefined,
       3_000,
       10,
     );
-    const storedBytes =
-      stored.encoding === "gzip"
-        ? new Uint8Array(
-            await new Response(
-              new Blob([stored.data as Uint8Array<ArrayBuffer>]).stream().pipeThrough(new DecompressionStream("gzip")),
-            ).arrayBuffer(),
-          )
-        : (stored.data as Uint8Array);
+    const storedBytes = stored;
     const storedText = preparedText(storedBytes);
     scan.see("persisted snapshot", `${storedText}\n${new TextDecoder("latin1").decode(storedBytes)}`);
     expect(storedText).not.toContain("fuelCardPin");

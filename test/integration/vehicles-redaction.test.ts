@@ -7,7 +7,7 @@
 import { runInDurableObject } from "cloudflare:test";
 import { afterEach, describe, expect, it } from "vitest";
 import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
-import { SNAPSHOT_STORE_KEY } from "../../src/gateway/snapshot-codec.ts";
+import { loadStored } from "../../src/gateway/snapshot-codec.ts";
 import { preparedText } from "../../src/vehicles/prepared.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import {
@@ -155,21 +155,15 @@ describe("vehicles endpoint: redaction", () => {
     expect(items).toHaveLength(2000);
     for (const v of items) expectAllowListed(v);
 
-    // The object's persisted last good copy (gzip or plain), read straight from its storage. (The
-    // object also stores its access token, by design: only the snapshot record is scanned here.)
+    // The object's persisted last good copy (its parts, read back whole), straight from its storage.
+    // (The object also stores its access token, by design: only the snapshot records are scanned here.)
     let stored = "";
     await waitFor("the persisted snapshot", async () => {
       stored = await runInDurableObject(gatewayStub(), async (_instance, state) => {
-        const record = await state.storage.get<{ data?: unknown; encoding?: string }>(SNAPSHOT_STORE_KEY);
-        if (record === undefined) return "";
-        if (record.encoding === "gzip" && record.data instanceof Uint8Array) {
-          const stream = new Blob([record.data as Uint8Array<ArrayBuffer>])
-            .stream()
-            .pipeThrough(new DecompressionStream("gzip"));
-          const data = new Uint8Array(await new Response(stream).arrayBuffer());
-          return `${preparedText(data)}\n${new TextDecoder("latin1").decode(data)}`;
-        }
-        return JSON.stringify(record);
+        const r = await loadStored({ get: (key) => state.storage.get(key) });
+        if (r === undefined || r === "unreadable") return "";
+        const data = r.envelope.data;
+        return `${preparedText(data)}\n${new TextDecoder("latin1").decode(data)}`;
       });
       return stored.includes('"vin"');
     });

@@ -1,6 +1,12 @@
 import { describe, expect, it } from "vitest";
 import { AppError } from "../../../src/errors.ts";
-import { MAX_PERSISTED_BYTES, SNAPSHOT_STORE_KEY } from "../../../src/gateway/snapshot-codec.ts";
+import {
+  loadStored,
+  SNAPSHOT_STORE_KEY,
+  STORED_PART_BYTES,
+  storedSnapshotCodec,
+  storeRecords,
+} from "../../../src/gateway/snapshot-codec.ts";
 import {
   FAILED_REFRESH_HOLD_MS,
   SnapshotService,
@@ -347,18 +353,70 @@ describe("SnapshotService persistence", () => {
     expect(await b.service.status()).toMatchObject({ fetchedAt: T0, count: 2 });
   });
 
-  it("stores the body compressed under the documented key", async () => {
+  it("stores the prepared bytes as they are, in parts under the value limit, and reads them back whole", async () => {
     const store = new MemoryStore();
     const a = setup({ store });
-    const many = Array.from({ length: 2_000 }, (_, i) =>
-      veh(`WME4530421Y${String(i).padStart(6, "0")}`, { fuelLevel: 50 }),
+    // About 2.6 MB prepared: two parts.
+    const big = Array.from({ length: 5_000 }, (_, i) =>
+      veh(`WME4530421Y${String(i).padStart(6, "0")}`, { imageUrl: `https://img.example/${"x".repeat(400)}` }),
     );
-    a.up.ok(many);
+    a.up.ok(big);
     const s = snap(await a.service.get());
     await a.flush();
-    const stored = await store.get<{ encoding: string; data: Uint8Array }>(SNAPSHOT_STORE_KEY);
-    expect(stored?.encoding).toBe("gzip");
-    expect(stored?.data.byteLength).toBeLessThan(s.data.byteLength / 5);
+    const head = await store.get<{ v: number; parts: number; bytes: number; data: Uint8Array }>(SNAPSHOT_STORE_KEY);
+    expect(head).toMatchObject({ v: 3, parts: 2, bytes: s.data.byteLength });
+    const part = await store.get<{ etag: string; data: Uint8Array }>(`${SNAPSHOT_STORE_KEY}:1`);
+    expect(part?.etag).toBe(s.etag);
+    for (const d of [head?.data, part?.data]) expect(d?.byteLength).toBeLessThanOrEqual(STORED_PART_BYTES);
+    const loaded = await loadStored(store);
+    expect(loaded).not.toBe("unreadable");
+    if (loaded === undefined || loaded === "unreadable") throw new Error("nothing stored");
+    expect(loaded.parts).toBe(2);
+    expect(Buffer.compare(loaded.envelope.data, s.data)).toBe(0);
+
+    // A smaller snapshot later: one part, and the second part of the big one is deleted.
+    a.clock.t += TTL;
+    a.up.ok([veh(NEW_VIN)]);
+    await a.service.get({ notOlderThan: a.clock.t });
+    await a.flush();
+    expect(await store.get(SNAPSHOT_STORE_KEY)).toMatchObject({ v: 3, parts: 1 });
+    expect(await store.get(`${SNAPSHOT_STORE_KEY}:1`)).toBeUndefined();
+
+    // After a reset (a new service on the same store), the stored copy serves stale-if-error.
+    const b = setup({ store });
+    b.clock.t = a.clock.t + TTL + 60_000;
+    b.up.fail(new AppError("partner_unavailable", { retryAfterS: 30 }));
+    const r = await b.service.get({ notOlderThan: b.clock.t });
+    expect(r).toMatchObject({ ok: true, stale: true });
+    expect(bodyText(snap(r))).toBe(JSON.stringify([veh(NEW_VIN)]));
+  });
+
+  it("stored parts: a missing or foreign part reads as unreadable; too many parts are not written; the gzip record of earlier versions still reads", async () => {
+    const a = setup();
+    a.up.ok(Array.from({ length: 30 }, (_, i) => veh(`WME4530421Y${String(i).padStart(6, "0")}`)));
+    const s = snap(await a.service.get());
+    const records = storeRecords(s, 1_000, 100);
+    if (!records) throw new Error("no records");
+    expect(records.length).toBe(Math.ceil(s.data.byteLength / 1_000));
+    const write = async (rs: typeof records) => {
+      const store = new MemoryStore();
+      for (const [k, v] of rs) await store.put(k, v);
+      return store;
+    };
+    const whole = await loadStored(await write(records));
+    expect(whole !== undefined && whole !== "unreadable" && Buffer.compare(whole.envelope.data, s.data)).toBe(0);
+    expect(await loadStored(await write(records.filter((_, i) => i !== 2)))).toBe("unreadable");
+    const foreign = records.map(
+      ([k, v], i) => [k, i === 1 ? { ...v, etag: '"other"' } : v] as (typeof records)[number],
+    );
+    expect(await loadStored(await write(foreign))).toBe("unreadable");
+    expect(storeRecords(s, 1_000, 2)).toBeUndefined();
+    expect(await loadStored(new MemoryStore())).toBeUndefined();
+
+    const old = new MemoryStore();
+    await old.put(SNAPSHOT_STORE_KEY, await storedSnapshotCodec.encode(s));
+    const fromOld = await loadStored(old);
+    expect(fromOld !== undefined && fromOld !== "unreadable" && Buffer.compare(fromOld.envelope.data, s.data)).toBe(0);
   });
 
   it("a newer snapshot is never overwritten by an older one", async () => {
@@ -373,24 +431,6 @@ describe("SnapshotService persistence", () => {
     const b = setup({ store });
     b.clock.t = a.clock.t;
     expect(bodyText(snap(await b.service.get()))).toBe(JSON.stringify([veh(NEW_VIN)]));
-  });
-
-  it(`skips persisting a snapshot over ${MAX_PERSISTED_BYTES} bytes (Durable Object value limit)`, async () => {
-    const store = new MemoryStore();
-    const a = setup({ store });
-    // Random base64 does not compress much: ~3 MiB of it stays well over the limit gzipped.
-    const noise = (bytes: number) => {
-      const b = crypto.getRandomValues(new Uint8Array(bytes));
-      return btoa(String.fromCharCode(...b));
-    };
-    const vehicles = Array.from({ length: 100 }, (_, i) =>
-      veh(`WME4530421Y${String(i).padStart(6, "0")}`, { imageUrl: noise(22_500) }),
-    );
-    a.up.ok(vehicles);
-    expect((await a.service.get()).ok).toBe(true);
-    await a.flush();
-    expect(await store.get(SNAPSHOT_STORE_KEY)).toBeUndefined();
-    expect(a.logs.some((l) => l.includes("snapshot_not_persisted"))).toBe(true);
   });
 
   it("ignores an unreadable stored record and a failing store", async () => {
