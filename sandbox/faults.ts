@@ -14,33 +14,33 @@ interface Times {
 }
 
 /** Waits before the headers (composable with any other fault). */
-export interface LatencyFault extends Times {
+interface LatencyFault extends Times {
   kind: "latency";
   ms: number;
 }
 /** A 5xx with an HTML body, optionally with `Retry-After` (seconds or an HTTP-date). */
-export interface StatusFault extends Times {
+interface StatusFault extends Times {
   kind: "status";
   status: 500 | 502 | 503 | 504;
   retryAfter?: number | string;
 }
 /** 429 with `Retry-After` (default 1 s). */
-export interface TooManyRequestsFault extends Times {
+interface TooManyRequestsFault extends Times {
   kind: "tooManyRequests";
   retryAfter?: number | string;
 }
 /** A redirect elsewhere; default: 302 to the sandbox's steal listener on another origin. */
-export interface RedirectFault extends Times {
+interface RedirectFault extends Times {
   kind: "redirect";
   status?: 301 | 302 | 303 | 307 | 308;
   location?: string;
 }
 /** 200, `application/json`, a body cut in the middle. */
-export interface InvalidJsonFault extends Times {
+interface InvalidJsonFault extends Times {
   kind: "invalidJson";
 }
 /** An HTML page (what a proxy or captive portal sends), status 200 unless given. */
-export interface HtmlFault extends Times {
+interface HtmlFault extends Times {
   kind: "html";
   status?: number;
 }
@@ -61,11 +61,11 @@ export interface SlowBodyFault extends Times {
   stallAfterBytes?: number;
 }
 /** Never answers; the connection is dropped on clearFaults, reset or close. */
-export interface HangFault extends Times {
+interface HangFault extends Times {
   kind: "hang";
 }
 /** Any response you like, for shapes the named faults do not cover. */
-export interface CustomFault extends Times {
+interface CustomFault extends Times {
   kind: "custom";
   status: number;
   headers?: Record<string, string>;
@@ -73,20 +73,20 @@ export interface CustomFault extends Times {
 }
 
 /** Token endpoint: 401 `{"error":"invalid_client"}` whatever the credentials (RFC 6749 §5.2). */
-export interface InvalidClientFault extends Times {
+interface InvalidClientFault extends Times {
   kind: "invalidClient";
 }
 /** Token endpoint: 200 whose JSON is an error object (`{"error":"server_error",...}`), no token. */
-export interface ErrorIn200Fault extends Times {
+interface ErrorIn200Fault extends Times {
   kind: "errorIn200";
 }
 /** Token endpoint: a real token whose `expires_in` is missing, a string, or 0. */
-export interface ExpiresInFault extends Times {
+interface ExpiresInFault extends Times {
   kind: "expiresIn";
   value: "missing" | "string" | "zero";
 }
 /** Token endpoint: a real token with `token_type` spelled otherwise (default `"bearer"`; RFC 6749 §5.1: case-insensitive). */
-export interface TokenTypeFault extends Times {
+interface TokenTypeFault extends Times {
   kind: "tokenType";
   tokenType?: string;
 }
@@ -95,7 +95,7 @@ export interface TokenTypeFault extends Times {
  * 16,776,001 bytes: just under the 16 MiB default byte cap, ~340 MB once parsed). Chunked, with
  * backpressure, unless `declareLength`.
  */
-export interface ManyItemsFault extends Times {
+interface ManyItemsFault extends Times {
   kind: "manyItems";
   count?: number;
   item?: string;
@@ -104,7 +104,7 @@ export interface ManyItemsFault extends Times {
 /** Defaults of `manyItems`. */
 export const MANY_ITEMS_DEFAULT = { count: 5_592_000, item: "{}" } as const;
 /** Vehicles endpoint: 401 invalid_token even for a valid token (as after a key rotation upstream). */
-export interface UnauthorizedFault extends Times {
+interface UnauthorizedFault extends Times {
   kind: "unauthorized";
 }
 

@@ -27,7 +27,7 @@ export interface Vehicle {
   chargingCablePlugged: boolean;
 }
 
-export type FuelType = "GASOLINE" | "DIESEL" | "ELECTRIC";
+type FuelType = "GASOLINE" | "DIESEL" | "ELECTRIC";
 
 /**
  * Every fuelCardPin starts with this marker, so a leak scan can grep any output for it

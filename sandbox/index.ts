@@ -29,17 +29,16 @@ import {
 } from "./oauth.ts";
 import { Lifecycle, oversize, send, sendJson, trickle } from "./respond.ts";
 
-export type { Fault, FaultsSpec, TokenFault, VehiclesFault } from "./faults.ts";
-export { isValidVin, PIN_MARKER, type Vehicle } from "./fleet.ts";
-export type { ClientCredentials, TokenRejection } from "./oauth.ts";
-export { TOKEN_PATH };
+export type { FaultsSpec, TokenFault, VehiclesFault } from "./faults.ts";
+export { PIN_MARKER, type Vehicle } from "./fleet.ts";
+export type { ClientCredentials } from "./oauth.ts";
 
 /** The partner's vehicles path, under the API origin. */
-export const VEHICLES_PATH = "/api/rental/partner/vehicles";
+const VEHICLES_PATH = "/api/rental/partner/vehicles";
 /** Prefix of the control API (never counted, never faulted). */
-export const CONTROL_PATH = "/__sandbox";
+const CONTROL_PATH = "/__sandbox";
 /** Where the redirect fault points (on another origin); every hit is counted. */
-export const STEAL_PATH = "/steal";
+const STEAL_PATH = "/steal";
 
 /** Default clients. The secrets hold `+ % : / = & ? #` so any encoding slip shows (RFC 6749 §2.3.1). */
 export const DEFAULT_CLIENTS = {
@@ -50,23 +49,23 @@ export const DEFAULT_CLIENTS = {
 /** Options of `startSandbox`; every one has a default. */
 export interface SandboxOptions {
   /** Default 8788; 0 picks a free port. */
-  port?: number;
+  port?: number | undefined;
   /** Default 127.0.0.1. */
-  host?: string;
+  host?: string | undefined;
   /** Vehicles in the fleet, default 2,000. */
-  fleetSize?: number;
+  fleetSize?: number | undefined;
   /** Seed of the fleet, default 1. */
-  seed?: number;
+  seed?: number | undefined;
   /** Access token lifetime in seconds, default 300 (Keycloak's). */
-  tokenTtlS?: number;
+  tokenTtlS?: number | undefined;
   /** Milliseconds per fleet tick, default 10,000; 0 freezes time (ticks move only by `advanceTick`). */
-  tickMs?: number;
+  tickMs?: number | undefined;
   /** Client ids and secrets; defaults in DEFAULT_CLIENTS. */
   clients?: { post?: Partial<ClientCredentials>; basic?: Partial<ClientCredentials> };
 }
 
 /** Counts of one partner endpoint. */
-export interface EndpointCounters {
+interface EndpointCounters {
   /** Requests received (faulted ones included). */
   total: number;
   /** Responses by status code (a hang has none). */
@@ -90,7 +89,7 @@ export interface Counters {
 }
 
 /** What might leak: every access token issued, every fuelCardPin, the client secrets. */
-export interface Secrets {
+interface Secrets {
   accessTokens: string[];
   fuelCardPins: string[];
   clientSecrets: string[];

@@ -21,7 +21,7 @@ export interface ClientCredentials {
 export type TokenRejection = "missing" | "unknown" | "expired" | "revoked";
 
 /** A token response about to be written, handed to the rewrite hook of a request. */
-export interface TokenAnswer {
+interface TokenAnswer {
   status: number;
   /** The JSON object about to be sent; undefined when the answer is not one (a 404, say). */
   body: Record<string, unknown> | undefined;
@@ -32,7 +32,7 @@ export interface TokenAnswer {
  * yourself (on `res`); return `false` to let oidc-provider write `answer.body` (which you may
  * have changed in place).
  */
-export type TokenHook = (answer: TokenAnswer, res: ServerResponse) => boolean;
+type TokenHook = (answer: TokenAnswer, res: ServerResponse) => boolean;
 
 /** The running authorization server. */
 export interface TokenServer {

@@ -108,9 +108,9 @@ function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
 
 export interface StartOptions {
   /** Gateway port; default 8787; 0 picks a free one. */
-  port?: number;
+  port?: number | undefined;
   /** Sandbox port; default 8788, or a free one when taken. */
-  sandboxPort?: number;
+  sandboxPort?: number | undefined;
   /** Force the sandbox even when .dev.vars names a real partner (tests). */
   sandbox?: boolean;
   /** wrangler's output: inherited (npm start), or kept (its tail is shown when start fails) for tests. */

@@ -184,7 +184,7 @@ export function createApp(): Hono<AppEnv> {
       });
     }
     c.set("config", config);
-    await next();
+    return next();
   });
 
   // CORS only for configured origins; no wildcard unless configured as "*". A request from any

@@ -5,17 +5,14 @@
 
 import { type MapTiles, parseMapTiles } from "./map/tiles.ts";
 
-export type ClientAuthMethod = "client_secret_post" | "client_secret_basic";
+type ClientAuthMethod = "client_secret_post" | "client_secret_basic";
 
 /**
  * Where replicas of the Deno/Bun server share the token and the snapshot (GATEWAY_STORE):
  * `memory` (each process alone), `kv:<path>` (Deno KV; empty path: the default database, Deno
  * Deploy's), `redis://…` or `rediss://…` (Redis, Bun's client). The Worker ignores it.
  */
-export type GatewayStore =
-  | { kind: "memory" }
-  | { kind: "kv"; path: string | undefined }
-  | { kind: "redis"; url: string };
+type GatewayStore = { kind: "memory" } | { kind: "kv"; path: string | undefined } | { kind: "redis"; url: string };
 
 export interface Config {
   /** Keycloak token endpoint (RFC 6749 §3.2). */
@@ -53,7 +50,7 @@ export interface Config {
   /** `all`: one log line per request; `errors`: only answers >= 400 and stale ones. */
   logRequests: "all" | "errors";
   /** MAP_TILES_URL and MAP_TILES_ATTRIBUTION for /map; undefined: a plain background. */
-  mapTiles?: MapTiles;
+  mapTiles?: MapTiles | undefined;
   /**
    * Shared store of the Deno/Bun replicas (GATEWAY_STORE; parseConfig always fills it, absent means
    * memory). A Redis URL may hold a password: never logged.

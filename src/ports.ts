@@ -63,7 +63,7 @@ export interface ResponseCache {
 }
 
 /** Optional per-caller rate limit (the Workers Rate Limiting binding). true: allowed. */
-export type RateLimiter = (key: string) => Promise<boolean>;
+type RateLimiter = (key: string) => Promise<boolean>;
 
 /** Everything the app needs, per isolate. Request-scoped things (waitUntil) come from the request context. */
 export interface Deps {

@@ -52,7 +52,7 @@ export interface Coordinator {
 }
 
 /** The store did not answer (or answered an error): the caller falls back to per-process behaviour. */
-export class StoreUnavailableError extends Error {
+class StoreUnavailableError extends Error {
   constructor(op: string, cause?: unknown) {
     super(`shared store unavailable (${op})`, { cause });
     this.name = "StoreUnavailableError";
@@ -76,11 +76,11 @@ export class LeaseLostError extends Error {
 }
 
 /** One store operation longer than this counts as the store being unreachable. */
-export const STORE_OP_TIMEOUT_MS = 1_000;
+const STORE_OP_TIMEOUT_MS = 1_000;
 /** After a failure, the store is not asked again for this long (each job then runs per process). */
 export const STORE_RETRY_MS = 1_000;
 /** How often a waiting replica looks whether the lease holder finished (or its lease lapsed). */
-export const LEASE_POLL_MS = 100;
+const LEASE_POLL_MS = 100;
 
 /** For /health. */
 export interface StoreStatus {

@@ -14,12 +14,12 @@ import { coordinated, type GuardedCoordinator, type Lease, RecordTooLargeError }
 import type { SnapshotCodec } from "./snapshot-codec.ts";
 import type { SnapshotEnvelope } from "./types.ts";
 
-export const SHARED_SNAPSHOT = "snapshot";
-export const SHARED_SNAPSHOT_GATE = "snapshot-gate";
+const SHARED_SNAPSHOT = "snapshot";
+const SHARED_SNAPSHOT_GATE = "snapshot-gate";
 /** Replicas wait this long after a failed fetch that named no Retry-After (the breaker's job per process). */
-export const SNAPSHOT_FAILURE_WINDOW_MS = 2_000;
+const SNAPSHOT_FAILURE_WINDOW_MS = 2_000;
 /** Default lease: short, kept alive by the holder's heartbeat (a fetch may take 10 s and more). */
-export const SNAPSHOT_LEASE_MS = 3_000;
+const SNAPSHOT_LEASE_MS = 3_000;
 
 export interface SharedSnapshotsOptions {
   coordinator: GuardedCoordinator;

@@ -53,7 +53,7 @@ export type SnapshotResult =
   | { ok: true; snapshot: SnapshotEnvelope; stale: boolean; error?: ErrorInfo }
   | { ok: false; error: ErrorInfo };
 
-export interface GatewayCounters {
+interface GatewayCounters {
   tokenRequests: number;
   partnerRequests: number;
   partnerFailures: number;

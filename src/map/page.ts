@@ -10,7 +10,7 @@ import type { MapTiles } from "./tiles.ts";
 export const MAP_ASSETS = "/map/";
 
 const ESCAPES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
-export const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
+const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);
 
 /** The policy: scripts, styles and API calls from this origin; images from it and the tile host only. */
 export function mapCsp(tiles: MapTiles | undefined): string {

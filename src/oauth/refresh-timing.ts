@@ -20,30 +20,30 @@ export interface ScheduledToken extends TokenTimes {
 }
 
 /** Base refresh margin, as a fraction of the lifetime: long tokens get long margins. */
-export const REFRESH_MARGIN_FRACTION = 0.2;
+const REFRESH_MARGIN_FRACTION = 0.2;
 /** The margin never drops below this: the refresh itself takes time (the token timeout is 5 s by default). */
-export const REFRESH_MARGIN_MIN_MS = 1_000;
+const REFRESH_MARGIN_MIN_MS = 1_000;
 /**
  * ...nor rises above this: a minute covers a full retry budget against a struggling endpoint
  * (see token-broker RETRY_BUDGET_MS) and is a fifth of the partner's 300 s lifetime.
  */
-export const REFRESH_MARGIN_MAX_MS = 60_000;
+const REFRESH_MARGIN_MAX_MS = 60_000;
 /**
  * Extra random margin, up to this fraction of the lifetime: two gateway instances (a deploy lets
  * two coexist briefly) or many restarts do not renew in lockstep.
  */
-export const REFRESH_JITTER_FRACTION = 0.1;
+const REFRESH_JITTER_FRACTION = 0.1;
 /** Cap of the random extra. */
-export const REFRESH_JITTER_MAX_MS = 30_000;
+const REFRESH_JITTER_MAX_MS = 30_000;
 /**
  * A token is handed out only while this much of it remains (capped at a fifth of its lifetime,
  * so a short token is not unusable at birth): enough for one partner request (10 s timeout by
  * default, but typically well under a second) to arrive before the token dies.
  */
-export const SAFETY_REMAINDER_MAX_MS = 5_000;
-export const SAFETY_REMAINDER_FRACTION = 0.2;
+const SAFETY_REMAINDER_MAX_MS = 5_000;
+const SAFETY_REMAINDER_FRACTION = 0.2;
 /** A background refresh comes no sooner than max(this, lifetime / 2) after the token was obtained. */
-export const MIN_REFRESH_INTERVAL_MS = 1_000;
+const MIN_REFRESH_INTERVAL_MS = 1_000;
 
 function lifetimeMs(t: TokenTimes): number {
   return t.expiresAt - t.obtainedAt;

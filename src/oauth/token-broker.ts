@@ -25,16 +25,16 @@ import {
 } from "./token-store.ts";
 
 /** Shared-store names (replicas on Deno/Bun): the lease and record of the token, and its failure window. */
-export const SHARED_TOKEN = "token";
-export const SHARED_TOKEN_GATE = "token-gate";
+const SHARED_TOKEN = "token";
+const SHARED_TOKEN_GATE = "token-gate";
 /** A token lease lasts one attempt (the token timeout) plus this; the holder renews it before each retry. */
-export const TOKEN_LEASE_MARGIN_MS = 1_000;
+const TOKEN_LEASE_MARGIN_MS = 1_000;
 
 /** Token requests per getToken() at most: enough to ride out a blip, too few to hammer. */
-export const MAX_ATTEMPTS = 3;
+const MAX_ATTEMPTS = 3;
 /** Backoff between attempts: full jitter in [0, min(cap, base * 2^attempt)). */
-export const BACKOFF_BASE_MS = 250;
-export const BACKOFF_CAP_MS = 2_000;
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 2_000;
 /**
  * No new attempt starts unless it can finish (backoff + token timeout) within this budget of the
  * first one, so one getToken() stays well below the 30 s a caller may wait on a Durable Object.
@@ -50,8 +50,8 @@ export const REJECTED_CACHE_MS = 60_000;
  * error at once. Single-flight already bounds the rate; this keeps a dead endpoint from seeing a
  * fresh burst of attempts the instant each one ends.
  */
-export const FAILURE_COOLDOWN_BASE_MS = 1_000;
-export const FAILURE_COOLDOWN_MAX_MS = 30_000;
+const FAILURE_COOLDOWN_BASE_MS = 1_000;
+const FAILURE_COOLDOWN_MAX_MS = 30_000;
 /** invalidate() forces at most one refresh per this interval... */
 export const FORCED_REFRESH_MIN_INTERVAL_MS = 10_000;
 /**

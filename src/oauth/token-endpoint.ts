@@ -34,16 +34,16 @@ export interface TokenGrant {
 export const TOKEN_RESPONSE_MAX_BYTES = 64 * 1024;
 
 /** Longest access token we accept (a Keycloak JWT is 1-3 KiB). */
-export const ACCESS_TOKEN_MAX_CHARS = 16 * 1024;
+const ACCESS_TOKEN_MAX_CHARS = 16 * 1024;
 
 /**
  * Longest lifetime we trust, in seconds. A larger `expires_in` is clamped, not refused: refreshing
  * earlier than the server requires is always safe, and it keeps `expiresAt` a sane number.
  */
-export const MAX_LIFETIME_S = 86_400;
+const MAX_LIFETIME_S = 86_400;
 
 /** Longest `Retry-After` we honour from the token endpoint, in seconds (one default token lifetime). */
-export const TOKEN_RETRY_AFTER_MAX_S = 300;
+const TOKEN_RETRY_AFTER_MAX_S = 300;
 
 /** RFC 6749 §5.2: `error` and `error_description` are limited to these characters. */
 const OAUTH_ERROR_CODE = /^[\x20-\x21\x23-\x5B\x5D-\x7E]+$/;

@@ -40,7 +40,7 @@ export function bodyLimits(maxVehicles: number): BodyLimits {
 }
 
 /** Upper bounds counted so far (counting stops at the first limit passed). */
-export interface BodyCounts {
+interface BodyCounts {
   values: number;
   containers: number;
 }

@@ -37,9 +37,9 @@ export const BREAKER_MAX_COOLDOWN_MS = 300_000;
  * against a trial that never reports back: longer than any trial can take (two partner
  * deadlines, a token refresh and a retry delay).
  */
-export const BREAKER_TRIAL_LEASE_MS = 60_000;
+const BREAKER_TRIAL_LEASE_MS = 60_000;
 
-export type BreakerState = "closed" | "open" | "half-open";
+type BreakerState = "closed" | "open" | "half-open";
 
 /** The breaker as /health shows it. `retryAt`: epoch ms before which no partner call goes out. */
 export interface BreakerStatus {

@@ -16,20 +16,17 @@ import { checkBodyShape } from "./body-guard.ts";
 import { CircuitBreaker } from "./circuit-breaker.ts";
 
 /** Path of the vehicles resource under `config.apiUrl`. */
-export const VEHICLES_PATH = "/api/rental/partner/vehicles";
+const VEHICLES_PATH = "/api/rental/partner/vehicles";
 /** Window assumed when a 429/503 carries no (readable) `Retry-After`. */
 export const DEFAULT_RETRY_AFTER_S = 30;
 /** Longest `Retry-After` we accept; a longer one is clamped (a typo upstream must not pause us for a day). */
-export const MAX_RETRY_AFTER_S = 3600;
+const MAX_RETRY_AFTER_S = 3600;
 /** The one retry after a 5xx or a network error waits a uniform delay in [min, max). */
 export const RETRY_DELAY_MIN_MS = 100;
 export const RETRY_DELAY_MAX_MS = 300;
 
 /** What the partner call needs from the configuration. */
-export type PartnerClientConfig = Pick<
-  Config,
-  "apiUrl" | "partnerTimeoutMs" | "partnerMaxBytes" | "partnerMaxVehicles"
->;
+type PartnerClientConfig = Pick<Config, "apiUrl" | "partnerTimeoutMs" | "partnerMaxBytes" | "partnerMaxVehicles">;
 
 /** Validates and redacts the partner's JSON text; throws AppError `partner_response_invalid`. */
 export type ParseBody = (text: string) => { vehicles: unknown[]; dropped: number };
@@ -41,11 +38,11 @@ export interface PartnerClientDeps {
   clock: Clock;
   log: Logger;
   /** Stands in for `parsePartnerBody(text, config.partnerMaxVehicles)` (tests). */
-  parseBody?: ParseBody;
+  parseBody?: ParseBody | undefined;
   breaker: CircuitBreaker;
   /** Uniform in [0, 1); for the retry jitter. */
-  random?: () => number;
-  sleep?: (ms: number) => Promise<void>;
+  random?: (() => number) | undefined;
+  sleep?: ((ms: number) => Promise<void>) | undefined;
 }
 
 export interface PartnerVehicles {

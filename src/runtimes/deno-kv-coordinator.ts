@@ -38,7 +38,7 @@ export interface KvLike {
 }
 
 /** Key prefix: one database may serve other applications. */
-export const KV_KEY_PREFIX = "sharenow-gateway";
+const KV_KEY_PREFIX = "sharenow-gateway";
 /** Characters per part: base64 and JSON text is ASCII, one byte a character, under the 64 KiB value limit. */
 const PART_CHARS = 60_000;
 /** Tries of one operation that meets a locked database (another process's transaction). */

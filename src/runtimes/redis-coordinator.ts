@@ -27,7 +27,7 @@ type RedisClientCtor = new (
 ) => RedisClientLike;
 
 /** Key prefix: one Redis may serve other applications. */
-export const REDIS_KEY_PREFIX = "sharenow-gateway";
+const REDIS_KEY_PREFIX = "sharenow-gateway";
 const CONNECT_TIMEOUT_MS = 1_000;
 
 const ACQUIRE = `

@@ -30,9 +30,9 @@ import { consoleLogger, MemoryStore, systemClock } from "./standard-ports.ts";
 export type Settings = Readonly<Record<string, string | undefined>>;
 
 /** Port when PORT is not set (wrangler dev's). */
-export const DEFAULT_PORT = 8787;
+const DEFAULT_PORT = 8787;
 /** Warm-up interval when WARMUP_INTERVAL_S is not set: the Worker's cron runs once a minute. */
-export const DEFAULT_WARMUP_INTERVAL_S = 60;
+const DEFAULT_WARMUP_INTERVAL_S = 60;
 /** setTimeout's largest delay (2^31 - 1 ms); a later alarm is re-armed on the way. */
 const MAX_TIMER_MS = 2_147_483_647;
 /** How long close() waits for background work (a refresh, a cache put) to settle. */
@@ -131,7 +131,7 @@ export function stopper(
  * Workers, a `Timeout` on Node, a `Timer` on Bun; `clearTimeout` takes `number | undefined` on one
  * and `Timeout` on another), so the server never holds the runtime's handle, only this.
  */
-export interface TimerHandle {
+interface TimerHandle {
   clear(): void;
 }
 
@@ -141,7 +141,7 @@ export interface TimerHandle {
  * Node, Bun and Deno 2.9 (the pinned one) return a handle with `unref()`; a Deno whose timers are
  * numeric ids has `Deno.unrefTimer(id)` instead.
  */
-export function startTimer(callback: () => void, ms: number, repeat = false): TimerHandle {
+function startTimer(callback: () => void, ms: number, repeat = false): TimerHandle {
   const id = repeat ? setInterval(callback, ms) : setTimeout(callback, ms);
   const handle: unknown = id;
   if (typeof (handle as { unref?: unknown }).unref === "function") (handle as { unref(): void }).unref();

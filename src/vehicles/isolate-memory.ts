@@ -6,7 +6,7 @@
 import type { ErrorInfo } from "../errors.ts";
 
 /** Hits and misses per tier, as seen by one isolate (reported by /health). */
-export interface TierCounters {
+interface TierCounters {
   /** Answers from isolate memory (L1), including those that waited for another request's fill. */
   memoryHits: number;
   /** Answers whose snapshot this request read from the Cache API (L2). */
@@ -26,7 +26,7 @@ export interface TierCounters {
 }
 
 /** A fill of L1 under way in this isolate: plain values only (never a promise shared across requests). */
-export interface FillState {
+interface FillState {
   /** Sequence number of this fill. */
   seq: number;
   /** Epoch ms at which it started. */
@@ -39,7 +39,7 @@ export interface IsolateMemory {
   /** Epoch ms until which a background revalidation is already under way in this isolate. */
   revalidatingUntil?: number;
   /** The fill under way, if any: concurrent cold requests wait for it on their own timers. */
-  fill?: FillState;
+  fill?: FillState | undefined;
   /** Last fill sequence number handed out. */
   fillSeq: number;
   /** How the last finished fill ended: its error, for the requests that waited on it. */

@@ -10,7 +10,7 @@ import { type QueryParameter, TRANSMISSION_ALIASES, VIN_PARAMETER, vehicleQueryP
 import { VehicleListSchema, VehicleResponseSchema, VehicleSchema } from "./schema.ts";
 
 /** RFC 9457 problem details, with our stable `code` and, for a bad parameter, its name. */
-export const ProblemSchema = v.pipe(
+const ProblemSchema = v.pipe(
   v.object({
     type: v.pipe(v.string(), v.description("`urn:sharenow-gateway:problem:<code>`.")),
     title: v.pipe(v.string(), v.description("Short summary of the problem type.")),

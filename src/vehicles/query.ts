@@ -16,7 +16,7 @@ export const DEFAULT_RADIUS_M = 1000;
 /** Largest `radius`, metres. */
 export const MAX_RADIUS_M = 50_000;
 /** Most entries in a comma list (`fuelType`, `seats`). */
-export const MAX_LIST_ITEMS = 16;
+const MAX_LIST_ITEMS = 16;
 
 /** A parsed, normalized vehicles query. Lists are upper-cased or numeric, deduplicated, sorted. */
 export interface VehicleQuery {

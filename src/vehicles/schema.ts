@@ -24,7 +24,7 @@ function compareVin(a: string, b: string): number {
 }
 
 /** The served VIN schema (also used for the `{vin}` path parameter). */
-export const VinSchema = v.pipe(
+const VinSchema = v.pipe(
   v.string(),
   v.regex(VIN_PATTERN),
   v.description("Vehicle identification number: 17 characters of [A-HJ-NPR-Z0-9], upper case."),
@@ -44,7 +44,7 @@ export const LatitudeSchema = v.pipe(v.number(), v.finite(), v.minValue(-90), v.
 export const LongitudeSchema = v.pipe(v.number(), v.finite(), v.minValue(-180), v.maxValue(180));
 
 /** WGS 84 position. Both coordinates are required and finite (a vehicle without one cannot be indexed). */
-export const PositionSchema = v.object({
+const PositionSchema = v.object({
   latitude: v.pipe(LatitudeSchema, v.description("Degrees north, WGS 84.")),
   longitude: v.pipe(LongitudeSchema, v.description("Degrees east, WGS 84.")),
 });
@@ -90,9 +90,6 @@ export type Vehicle = v.InferOutput<typeof VehicleSchema>;
 
 /** The allow-list, in serialization order. */
 export const VEHICLE_FIELDS: readonly (keyof Vehicle)[] = Object.keys(VehicleSchema.entries) as (keyof Vehicle)[];
-
-/** A vehicle in a `near` answer: its great-circle distance from the centre, rounded to 1 m. */
-export type VehicleWithDistance = Vehicle & { distanceM: number };
 
 /** The body of `GET /v1/vehicles`. */
 export const VehicleListSchema = v.pipe(

@@ -22,7 +22,7 @@ export interface QueryResult {
 }
 
 /** Number of vehicles in a result. */
-export function resultCount(r: QueryResult): number {
+function resultCount(r: QueryResult): number {
   return r.run ? r.run[1] - r.run[0] : (r.ids?.length ?? 0);
 }
 
@@ -288,7 +288,7 @@ export function serializeVehicles(
 }
 
 /** Bodies larger than this are streamed in chunks of this size (`vehiclesBody`). */
-export const BODY_CHUNK_BYTES = 256 * 1024;
+const BODY_CHUNK_BYTES = 256 * 1024;
 
 /** The body of `GET /v1/vehicles`: whole when small, streamed in chunks when large. */
 export function vehiclesBody(

@@ -46,7 +46,7 @@ import {
 import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
 
-export type Tier = "memory" | "cache" | "gateway";
+type Tier = "memory" | "cache" | "gateway";
 
 export interface Served {
   /** The loaded snapshot: filters, pages and single vehicles are answered from it. */
@@ -348,7 +348,7 @@ async function fromGateway(
 }
 
 /** Where L2 stores nothing, look again after this long (a route may be added, the platform may change). */
-export const L2_RECHECK_MS = 10 * 60_000;
+const L2_RECHECK_MS = 10 * 60_000;
 
 /**
  * Puts the snapshot into L2, then reads the entry's headers back: a Cache API that resolves the put

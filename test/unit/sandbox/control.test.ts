@@ -10,7 +10,7 @@ async function control<T = Record<string, unknown>>(sb: Sandbox, method: string,
   const res = await fetch(`${sb.controlUrl}${route}`, {
     method,
     headers: body === undefined ? {} : { "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
   return { status: res.status, body: (await res.json()) as T };
 }
