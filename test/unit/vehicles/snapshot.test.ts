@@ -155,7 +155,7 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
       const result = queryVehicles(snapshot, query);
       const whole = serializeVehicles(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" });
       for (const chunk of q === "limit=3" ? [1, 7] : [997, 4096, 65536]) {
-        const body = vehiclesBody(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" }, chunk);
+        const body = vehiclesBody(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" }, chunk, chunk);
         expect(body).toBeInstanceOf(whole.length > chunk ? ReadableStream : Uint8Array);
         const streamed = new Uint8Array(await new Response(body).arrayBuffer());
         expect(streamed.length).toBe(whole.length);
