@@ -17,6 +17,7 @@
  * per episode, in the log and in /health.
  */
 import type { Clock, Logger } from "../ports.ts";
+import type { StoreKind, StoreStatus } from "./types.ts";
 
 /** A granted lease. `fence` grows with every grant of the same name. */
 export interface Lease {
@@ -29,7 +30,7 @@ export interface Lease {
 /** The store-side port. Every method may throw when the store is unreachable. */
 export interface Coordinator {
   /** `kv` (Deno KV), `redis`, or `memory` (one process; tests). */
-  readonly kind: "memory" | "kv" | "redis";
+  readonly kind: StoreKind;
   /** Takes the lease `name` for `ttlMs` if nobody holds it (or the holder's lapsed); else undefined. */
   tryAcquire(name: string, ttlMs: number): Promise<Lease | undefined>;
   /** Extends a lease still held; false when it lapsed and was granted again (the holder lost it). */
@@ -82,15 +83,6 @@ export const STORE_RETRY_MS = 1_000;
 /** How often a waiting replica looks whether the lease holder finished (or its lease lapsed). */
 const LEASE_POLL_MS = 100;
 
-/** For /health. */
-export interface StoreStatus {
-  kind: Coordinator["kind"];
-  state: "ok" | "unavailable";
-  /** Epoch ms since when the store has been unreachable (this episode). */
-  since: number | undefined;
-  /** Operations that failed, since this process started. */
-  failures: number;
-}
 
 /**
  * A Coordinator with a deadline on every operation and the store's health: the first failure of

@@ -4,7 +4,6 @@
  * the Cache API.
  */
 import type { ErrorCode, ErrorInfo } from "../errors.ts";
-import type { StoreStatus } from "./coordination.ts";
 
 /** An access token. Lives only inside the gateway (the Durable Object, or the in-process source). */
 export interface AccessToken {
@@ -77,4 +76,17 @@ export interface WarmResult {
   tokenSecondsLeft: number | undefined;
   snapshotFetchedAt: number | undefined;
   error?: ErrorInfo;
+}
+
+/** Which shared store the replicas use (src/gateway/coordination.ts). */
+export type StoreKind = "memory" | "kv" | "redis";
+
+/** The shared store, for /health. */
+export interface StoreStatus {
+  kind: StoreKind;
+  state: "ok" | "unavailable";
+  /** Epoch ms since when the store has been unreachable (this episode). */
+  since: number | undefined;
+  /** Operations that failed, since this process started. */
+  failures: number;
 }

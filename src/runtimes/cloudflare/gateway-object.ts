@@ -13,7 +13,6 @@ import { unconfiguredGateway } from "../../gateway/unconfigured.ts";
 import { alarmTime, shouldSetAlarm } from "../../oauth/alarm-policy.ts";
 import type { KeyValueStore, SnapshotSource } from "../../ports.ts";
 import { consoleLogger, systemClock } from "../standard-ports.ts";
-import type { Env } from "./env.ts";
 
 function storageStore(storage: DurableObjectStorage): KeyValueStore {
   return {
@@ -26,15 +25,21 @@ function storageStore(storage: DurableObjectStorage): KeyValueStore {
   };
 }
 
-export class PartnerGateway extends DurableObject<Env> implements SnapshotSource {
+/**
+ * What the object reads of its bindings: the settings, as strings (configFor checks them). Not
+ * the Worker's Env, which names this class for its namespace: the types then import one way.
+ */
+type ObjectEnv = Record<string, unknown>;
+
+export class PartnerGateway extends DurableObject<ObjectEnv> implements SnapshotSource {
   readonly #gateway: Gateway | undefined;
   readonly #config: Config | undefined;
   /** Snapshot answers given through fetch() (the feed), since this instance started. */
   #feedRequests = 0;
 
-  constructor(ctx: DurableObjectState, env: Env) {
+  constructor(ctx: DurableObjectState, env: ObjectEnv) {
     super(ctx, env);
-    const config = configFor(env as unknown as Record<string, unknown>);
+    const config = configFor(env);
     if (config instanceof Error) return;
     this.#config = config;
     this.#gateway = createGateway(config, {
