@@ -83,7 +83,6 @@ export const STORE_RETRY_MS = 1_000;
 /** How often a waiting replica looks whether the lease holder finished (or its lease lapsed). */
 const LEASE_POLL_MS = 100;
 
-
 /**
  * A Coordinator with a deadline on every operation and the store's health: the first failure of
  * an episode is logged once (`store_unavailable`, error name only: a Redis URL may hold a password),

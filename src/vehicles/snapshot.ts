@@ -211,67 +211,68 @@ class Bytes {
   }
   build(): Uint8Array<ArrayBuffer> {
     const out = new Uint8Array(this.#length);
-    this.#copy(out, 0, 0, this.#length);
+    this.#copy(out, 0, this.#length);
     return out;
   }
   /**
-   * The same bytes as a stream of `chunk`-sized copies made as the reader pulls: a large answer
-   * never exists whole in the isolate, so many of them at once (a cold stampede) cost a chunk each
-   * in flight instead of the whole body, twice (our copy and the runtime's).
+   * The same bytes as a stream of `chunk`-byte pieces (the last one shorter), made as the reader
+   * pulls: a large answer never exists whole in the isolate, so many of them at once (a cold
+   * stampede) cost a chunk each in flight instead of the whole body, twice (our copy and the
+   * runtime's). A piece inside one range of the snapshot's text is a view of it (no copy); a piece
+   * across parts (a filtered answer: thousands of items and separators) is one copy.
    */
   stream(chunk: number): ReadableStream<Uint8Array<ArrayBuffer>> {
-    let k = 0;
-    let at = -1;
-    const parts = this.#parts;
-    const source = this.#source;
+    const total = this.#length;
+    let at = 0; // bytes sent
+    let k = 0; // the part holding byte `at`
+    let partStart = 0; // where part k starts in the body
     return new ReadableStream<Uint8Array<ArrayBuffer>>(
       {
         pull: (controller) => {
-          const part = parts[k];
-          if (part === undefined) {
-            controller.close();
-            return;
-          }
-          if (typeof part === "string") {
-            const out = new Uint8Array(part.length);
-            for (let i = 0; i < part.length; i++) out[i] = part.charCodeAt(i);
+          const n = Math.min(chunk, total - at);
+          const part = this.#parts[k];
+          if (part !== undefined && typeof part !== "string" && at + n <= partStart + part[1] - part[0]) {
+            const a = part[0] + at - partStart;
+            controller.enqueue(this.#source.subarray(a, a + n) as Uint8Array<ArrayBuffer>);
+          } else {
+            const out = new Uint8Array(n);
+            this.#copy(out, at, n, k, partStart);
             controller.enqueue(out);
-            k++;
-            return;
           }
-          if (at < 0) at = part[0];
-          const end = Math.min(part[1], at + chunk);
-          controller.enqueue(source.subarray(at, end) as Uint8Array<ArrayBuffer>);
-          at = end;
-          if (at >= part[1]) {
+          at += n;
+          for (let p = this.#parts[k]; p !== undefined && partStart + partLength(p) <= at; p = this.#parts[k]) {
+            partStart += partLength(p);
             k++;
-            at = -1;
           }
+          if (at >= total) controller.close();
         },
       },
       { highWaterMark: 0 },
     );
   }
-  /** Copies bytes [from, from + n) of the body into `out` at `to`. */
-  #copy(out: Uint8Array, from: number, to: number, n: number): void {
-    let pos = 0; // where the current part starts in the body
+  /** Copies bytes [from, from + n) of the body into `out`, starting the search at part `k` (at `pos`). */
+  #copy(out: Uint8Array, from: number, n: number, k = 0, pos = 0): void {
     const end = from + n;
-    for (const part of this.#parts) {
-      const len = typeof part === "string" ? part.length : part[1] - part[0];
+    for (let i = k; i < this.#parts.length && pos < end; i++) {
+      const part = this.#parts[i] as string | [number, number];
+      const len = partLength(part);
       const a = Math.max(from, pos);
       const b = Math.min(end, pos + len);
       if (a < b) {
-        const dst = to + (a - from);
+        const dst = a - from;
         if (typeof part === "string") {
-          for (let k = a; k < b; k++) out[dst + k - a] = part.charCodeAt(k - pos);
+          for (let c = a; c < b; c++) out[dst + c - a] = part.charCodeAt(c - pos);
         } else {
           out.set(this.#source.subarray(part[0] + a - pos, part[0] + b - pos), dst);
         }
       }
       pos += len;
-      if (pos >= end) break;
     }
   }
+}
+
+function partLength(part: string | [number, number]): number {
+  return typeof part === "string" ? part.length : part[1] - part[0];
 }
 
 /**
@@ -288,11 +289,10 @@ export function serializeVehicles(
 }
 
 /**
- * Bodies larger than this are streamed (`vehiclesBody`), in chunks of BODY_CHUNK_BYTES. Smaller
- * ones go whole: a stream answers over several turns of the event loop, and while the isolate is
- * busy (a refresh of a 50,000-vehicle fleet every 2 s) streamed 335 KB answers stalled until their
- * connections were closed (bench sustained run: 59 of 4,806 answered with a 256 KiB threshold,
- * 4,206 with 1 MiB, as many as without streaming).
+ * Bodies larger than this are streamed (`vehiclesBody`), in chunks of BODY_CHUNK_BYTES; smaller
+ * ones go whole, one buffer in one turn of the event loop. A stream is for the memory of many
+ * large answers at once (a cold stampede of full pages); at 1 MiB the answers that stream are the
+ * 2 MB pages of 5,000 vehicles.
  */
 const BODY_STREAM_BYTES = 1024 * 1024;
 const BODY_CHUNK_BYTES = 256 * 1024;
