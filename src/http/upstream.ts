@@ -102,6 +102,3 @@ export function backoffMs(attempt: number, baseMs: number, capMs: number, random
 export function mediaType(headers: Headers): string {
   return (headers.get("content-type") ?? "").split(";")[0]?.trim().toLowerCase() ?? "";
 }
-
-/** SHA-256 hex, defined in src/hash.ts; re-exported for the token broker, which imports it from here. */
-export { sha256Hex } from "../hash.ts";

@@ -6,7 +6,7 @@
  */
 import type { Config } from "../config.ts";
 import type { AccessToken } from "../gateway/types.ts";
-import { sha256Hex } from "../http/upstream.ts";
+import { sha256Hex } from "../hash.ts";
 import type { KeyValueStore, Logger } from "../ports.ts";
 
 /** Storage key of the persisted token. */
