@@ -294,9 +294,10 @@ export class SnapshotService {
   }
 
   /**
-   * Never rejects: persistence is best effort. The head and its parts are written with no await
-   * between them, which Durable Object storage commits as one atomic write; parts left over from a
-   * larger snapshot are deleted after it.
+   * Never rejects: persistence is best effort. The head, its parts and the deletion of the parts a
+   * larger snapshot left are issued with no await between them, which Durable Object storage
+   * commits as one atomic write. What is left over is worked out before any await, so a persist
+   * that starts while an earlier one is still writing deletes that one's extra parts too.
    */
   async #persist(store: KeyValueStore, envelope: SnapshotEnvelope): Promise<void> {
     try {
@@ -308,10 +309,12 @@ export class SnapshotService {
         });
         return;
       }
-      await Promise.all(records.map(([key, value]) => store.put(key, value)));
       const leftover = leftoverPartKeys(records.length, this.#storedParts);
       this.#storedParts = records.length;
-      await Promise.all(leftover.map((key) => store.delete(key)));
+      await Promise.all([
+        ...records.map(([key, value]) => store.put(key, value)),
+        ...leftover.map((key) => store.delete(key)),
+      ]);
     } catch (err) {
       this.#log.log("warn", "snapshot_persist_failed", { error: errorName(err) });
     }

@@ -391,6 +391,37 @@ describe("SnapshotService persistence", () => {
     expect(bodyText(snap(r))).toBe(JSON.stringify([veh(NEW_VIN)]));
   });
 
+  it("a smaller snapshot persisted while a larger one is still being written deletes the larger one's extra part, in whatever order the writes settle", async () => {
+    // Writes land in the store at once; their promises settle only once released (and at once after).
+    const inner = new MemoryStore();
+    const held: (() => void)[] = [];
+    let open = false;
+    const hold = (done: Promise<void>) =>
+      open ? done : new Promise<void>((resolve, reject) => held.push(() => done.then(resolve, reject)));
+    const store: KeyValueStore = {
+      get: (key) => inner.get(key),
+      put: (key, value) => hold(inner.put(key, value)),
+      delete: (key) => hold(inner.delete(key)),
+    };
+    const a = setup({ store });
+    a.up.ok(
+      Array.from({ length: 5_000 }, (_, i) =>
+        veh(`WME4530421Y${String(i).padStart(6, "0")}`, { imageUrl: `https://img.example/${"x".repeat(400)}` }),
+      ),
+    );
+    await a.service.get();
+    expect(await inner.get(SNAPSHOT_STORE_KEY)).toMatchObject({ v: 3, parts: 2 });
+    a.clock.t += TTL;
+    a.up.ok([veh(NEW_VIN)]);
+    await a.service.get({ notOlderThan: a.clock.t });
+    // The later writes settle first: nothing may depend on the store settling in order.
+    open = true;
+    for (const release of held.splice(0).reverse()) release();
+    await a.flush();
+    expect(await inner.get(SNAPSHOT_STORE_KEY)).toMatchObject({ v: 3, parts: 1 });
+    expect(await inner.get(`${SNAPSHOT_STORE_KEY}:1`)).toBeUndefined();
+  });
+
   it("stored parts: a missing or foreign part reads as unreadable; too many parts are not written; the gzip record of earlier versions still reads", async () => {
     const a = setup();
     a.up.ok(Array.from({ length: 30 }, (_, i) => veh(`WME4530421Y${String(i).padStart(6, "0")}`)));
