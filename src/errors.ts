@@ -116,6 +116,14 @@ export class AppError extends Error {
   }
 }
 
+/**
+ * An error's name only, for a log line: the message of a storage or runtime error may carry what
+ * it was given, which is not ours to log.
+ */
+export function errorName(err: unknown): string {
+  return err instanceof Error ? err.name : typeof err;
+}
+
 /** Any thrown value as plain, wire-safe data: unknown errors become a generic 500. */
 export function toErrorInfo(err: unknown): ErrorInfo {
   if (err instanceof AppError) return err.toInfo();

@@ -16,6 +16,7 @@
  * single process does (`coordinated` runs the work without a lease) and `StoreHealth` says so once
  * per episode, in the log and in /health.
  */
+import { errorName } from "../errors.ts";
 import type { Clock, Logger } from "../ports.ts";
 import type { StoreKind, StoreStatus } from "./types.ts";
 
@@ -169,7 +170,7 @@ export class GuardedCoordinator {
         this.#log.log("warn", "store_unavailable", {
           store: this.#inner.kind,
           op,
-          error: err instanceof Error ? err.name : typeof err,
+          error: errorName(err),
           fallback: "per-process",
         });
       }

@@ -10,7 +10,7 @@
  * to make concurrent callers join one fetch; it is cleared in `finally` only if still current.
  */
 
-import { type ErrorInfo, toErrorInfo } from "../errors.ts";
+import { type ErrorInfo, errorName, toErrorInfo } from "../errors.ts";
 import type { Clock, KeyValueStore, Logger } from "../ports.ts";
 import { prepareSnapshot } from "../vehicles/prepared.ts";
 import type { Vehicle } from "../vehicles/schema.ts";
@@ -322,7 +322,3 @@ export class SnapshotService {
 }
 
 function noop(): void {}
-
-function errorName(err: unknown): string {
-  return err instanceof Error ? err.name : typeof err;
-}

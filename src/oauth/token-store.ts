@@ -5,6 +5,7 @@
  * knows the record's shape and never logs the token.
  */
 import type { Config } from "../config.ts";
+import { errorName } from "../errors.ts";
 import type { AccessToken } from "../gateway/types.ts";
 import { sha256Hex } from "../hash.ts";
 import type { KeyValueStore, Logger } from "../ports.ts";
@@ -148,6 +149,6 @@ export class TokenStore {
   }
 
   #logFailure(op: "get" | "put" | "delete", err: unknown): void {
-    this.#log.log("warn", "token_store_failed", { op, error: err instanceof Error ? err.name : typeof err });
+    this.#log.log("warn", "token_store_failed", { op, error: errorName(err) });
   }
 }

@@ -20,7 +20,7 @@
  * object is not fetched again before the cool-down ends.
  */
 
-import { AppError } from "../errors.ts";
+import { AppError, errorName } from "../errors.ts";
 import type { Clock, KeyValueStore, Logger } from "../ports.ts";
 
 /** Storage key of the persisted breaker (next to `oauth:token` and `snapshot:last`). */
@@ -322,9 +322,4 @@ function isStoredBreaker(v: unknown): v is StoredBreaker {
     optNum(r.parsingSince) &&
     (r.retryCode === undefined || r.retryCode === "partner_rate_limited" || r.retryCode === "partner_unavailable")
   );
-}
-
-/** An error's name only: a storage error message is not ours to log. */
-function errorName(err: unknown): string {
-  return err instanceof Error ? err.name : typeof err;
 }

@@ -4,6 +4,7 @@
  */
 import { DurableObject } from "cloudflare:workers";
 import { type Config, configFor } from "../../config.ts";
+import { errorName } from "../../errors.ts";
 import { createGateway } from "../../gateway/create-gateway.ts";
 import { freshNotOlderThan } from "../../gateway/freshness.ts";
 import type { Gateway } from "../../gateway/gateway.ts";
@@ -110,7 +111,7 @@ export class PartnerGateway extends DurableObject<ObjectEnv> implements Snapshot
     try {
       await this.#armAlarm();
     } catch (err) {
-      consoleLogger.log("warn", "alarm_set_failed", { error: err instanceof Error ? err.name : typeof err });
+      consoleLogger.log("warn", "alarm_set_failed", { error: errorName(err) });
     }
   }
 
