@@ -8,20 +8,26 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { startSandbox } from "../sandbox/index.ts";
 import { gatewayBindings, load, runPinned } from "./run.ts";
+import { fleetArg } from "./snapshot-memory.ts";
 import { buildGateway, startWorkerd } from "./workerd.ts";
 
 runPinned(import.meta.url);
-const arg = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] ?? fallback) : fallback;
-};
-const fleet = Number(arg("fleet", "20000"));
-const path = arg("path", "/v1/vehicles");
-const connections = Number(arg("connections", "500"));
-/** --warm: profile a second burst, after a first one filled the isolate (per-request costs only). */
-const warm = process.argv.includes("--warm");
+const { values } = parseArgs({
+  options: {
+    fleet: { type: "string" },
+    path: { type: "string", default: "/v1/vehicles" },
+    connections: { type: "string", default: "500" },
+    /** Profile a second burst, after a first one filled the isolate (per-request costs only). */
+    warm: { type: "boolean", default: false },
+  },
+});
+const [fleet = 20000] = fleetArg(process.argv, [20000]);
+const path = values.path;
+const connections = Number(values.connections);
+const warm = values.warm;
 const port = 9300 + Math.floor(Math.random() * 500);
 process.env.BENCH_INSPECTOR_PORT = String(port);
 

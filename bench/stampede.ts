@@ -8,18 +8,23 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { startSandbox } from "../sandbox/index.ts";
 import { runPinned, stampede } from "./run.ts";
+import { fleetArg } from "./snapshot-memory.ts";
 import { buildGateway } from "./workerd.ts";
 
 runPinned(import.meta.url);
-const arg = (name: string, fallback: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? (process.argv[i + 1] ?? fallback) : fallback;
-};
-const fleet = Number(arg("fleet", "20000"));
-const runs = Number(arg("runs", "3"));
-const path = arg("path", "/v1/vehicles");
+const { values } = parseArgs({
+  options: {
+    fleet: { type: "string" },
+    runs: { type: "string", default: "3" },
+    path: { type: "string", default: "/v1/vehicles" },
+  },
+});
+const [fleet = 20000] = fleetArg(process.argv, [20000]);
+const runs = Number(values.runs);
+const path = values.path;
 const outdir = mkdtempSync(join(tmpdir(), "stampede-"));
 try {
   const bundle = await buildGateway(outdir);
