@@ -13,6 +13,7 @@ import { AppError, problemResponse } from "./errors.ts";
 import { sha256Hex } from "./hash.ts";
 import type { AppEnv } from "./http/context.ts";
 import { Hono } from "./http/hono.ts";
+import { newRequestId } from "./http/request-id.ts";
 import { mapRoutes } from "./map/routes.ts";
 import type { Deps } from "./ports.ts";
 import type { IsolateMemory } from "./vehicles/isolate-memory.ts";
@@ -32,7 +33,7 @@ const ON_WORKERS = typeof navigator !== "undefined" && navigator.userAgent === "
 const CF_RAY = /^[0-9a-f]{16}(?:-[A-Z]{3,4})?$/;
 
 function requestIdOf(cfRay: string | undefined): string {
-  return ON_WORKERS && cfRay !== undefined && CF_RAY.test(cfRay) ? cfRay : crypto.randomUUID();
+  return ON_WORKERS && cfRay !== undefined && CF_RAY.test(cfRay) ? cfRay : newRequestId();
 }
 
 /**
@@ -74,6 +75,8 @@ async function keyTag(key: string): Promise<string> {
  */
 async function authenticate(c: Context<AppEnv>): Promise<{ caller: string; key: "valid" | "invalid" | "off" }> {
   const { apiKeys } = c.get("config");
+  // The caller names a rate-limit bucket: nothing to read when there is neither a key nor a limiter.
+  if (!apiKeys && !c.env.deps.rateLimit) return { caller: "anonymous", key: "off" };
   const ip = c.req.header("cf-connecting-ip") ?? "anonymous";
   if (!apiKeys) return { caller: ip, key: "off" };
   const key = c.req.header("x-api-key") ?? "";
@@ -136,13 +139,13 @@ export function createApp(): Hono<AppEnv> {
     c.set("logFields", {});
     await next();
     c.res.headers.set("x-content-type-options", "nosniff");
-    // Routes and the CORS middleware both add to Vary: one token once.
-    const vary = c.res.headers.get("vary");
+    const config = deps.config;
+    // Routes and the CORS middleware both add to Vary (only with CORS on): one token once.
+    const vary = !(config instanceof ConfigError) && config.corsOrigins.length > 0 ? c.res.headers.get("vary") : null;
     if (vary) c.res.headers.set("vary", [...new Set(vary.split(",").map((v) => v.trim().toLowerCase()))].join(", "));
     c.res.headers.set("x-request-id", requestId);
     // LOG_REQUESTS=errors keeps only answers that need a look (>= 400, or stale); the line costs
     // ~0.1 ms of CPU per request in workerd (BENCHMARKS.md). Config errors log on their own.
-    const config = deps.config;
     const errorsOnly = !(config instanceof ConfigError) && config.logRequests === "errors";
     if (errorsOnly && c.res.status < 400 && c.get("logFields").stale !== true) return;
     deps.log.log(c.res.status >= 500 ? "warn" : "info", "request", {
@@ -246,6 +249,8 @@ export function createApp(): Hono<AppEnv> {
   const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
     // A preflight carries no credentials (Fetch standard, CORS-preflight request).
     if (c.req.method === "OPTIONS") return next();
+    // Neither keys nor a limiter: nothing to check (no header read, no await).
+    if (!c.get("config").apiKeys && !c.env.deps.rateLimit) return next();
     const { caller, key } = await authenticate(c);
     if (key === "invalid") {
       throw new AppError("unauthorized", {

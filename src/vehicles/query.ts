@@ -272,6 +272,8 @@ export function parseVehicleQuery(search: string | URLSearchParams, opts: { maxL
   let params: URLSearchParams;
   if (typeof search === "string") {
     const raw = search.startsWith("?") ? search.slice(1) : search;
+    // No query (the plain first page, the commonest request): the defaults, nothing to parse.
+    if (raw === "") return { limit: opts.maxLimit };
     if (raw.length > MAX_QUERY_LENGTH) throw new AppError("query_too_large");
     params = new URLSearchParams(raw);
   } else {

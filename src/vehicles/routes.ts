@@ -17,8 +17,9 @@ import { loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
 function bypassOf(c: Context<AppEnv>): { memory?: boolean; cache?: boolean } | undefined {
+  if (!c.env.deps.allowTierBypass) return undefined;
   const h = c.req.header("x-gateway-bypass");
-  if (!h || !c.env.deps.allowTierBypass) return undefined;
+  if (!h) return undefined;
   const parts = h.split(",").map((s) => s.trim());
   return { memory: parts.includes("memory"), cache: parts.includes("cache") };
 }
@@ -54,6 +55,32 @@ function cacheControl(config: Config, s: Served): string {
   return `${scope}, max-age=${left}, stale-while-revalidate=${config.vehiclesStaleS}, stale-if-error=${config.vehiclesStaleS}`;
 }
 
+/** Vary of a vehicles answer, one string per configuration. */
+const varyByConfig = new WeakMap<Config, string>();
+function varyOf(config: Config): string {
+  let vary = varyByConfig.get(config);
+  if (vary === undefined) {
+    vary = [
+      "accept-encoding",
+      // With CORS on, answers differ by Origin (CORS headers only for configured ones).
+      ...(config.corsOrigins.length ? ["origin"] : []),
+      ...(config.apiKeys ? ["x-api-key"] : []),
+    ].join(", ");
+    varyByConfig.set(config, vary);
+  }
+  return vary;
+}
+
+/**
+ * The query string of a request URL as sent ("" for none, and for a lone "?" as `URL.search`
+ * gives): a slice of the string, not a `new URL` parse on every request. The runtime hands the
+ * Worker a serialized URL, which carries no fragment.
+ */
+function searchOf(url: string): string {
+  const q = url.indexOf("?");
+  return q < 0 || q === url.length - 1 ? "" : url.slice(q);
+}
+
 function respond(
   c: Context<AppEnv>,
   s: Served,
@@ -67,12 +94,7 @@ function respond(
     age: String(s.ageS),
     etag,
     "cache-control": cacheControl(config, s),
-    // With CORS on, answers differ by Origin (CORS headers only for configured ones).
-    vary: [
-      "accept-encoding",
-      ...(config.corsOrigins.length ? ["origin"] : []),
-      ...(config.apiKeys ? ["x-api-key"] : []),
-    ].join(", "),
+    vary: varyOf(config),
     ...extra,
   });
   if (ifNoneMatchMatches(c.req.header("if-none-match"), etag)) {
@@ -87,7 +109,11 @@ function respond(
 
 /** A weak validator for a filtered view: the snapshot's validator and the canonical query. */
 function viewEtag(snapshotEtag: string, view: string): string {
-  return `W/"${snapshotEtag.replace(/^W\//, "").replaceAll('"', "")}-${fnv1a32(view).toString(16)}"`;
+  // The snapshot's validator is strong (`"hex"`, prepared.ts): its opaque part is between the quotes.
+  const opaque = snapshotEtag.startsWith('"')
+    ? snapshotEtag.slice(1, -1)
+    : snapshotEtag.replace(/^W\//, "").replaceAll('"', "");
+  return `W/"${opaque}-${fnv1a32(view).toString(16)}"`;
 }
 
 export function vehicleRoutes(): Hono<AppEnv> {
@@ -97,7 +123,7 @@ export function vehicleRoutes(): Hono<AppEnv> {
     const config = c.get("config");
     // Parse before any tier is touched: bad input costs nothing upstream. The raw query string, so
     // its length is checked as sent (`?&&&…` parses to nothing, `%41` to one character).
-    const query = parseVehicleQuery(new URL(c.req.url).search, { maxLimit: config.vehiclesMaxLimit });
+    const query = parseVehicleQuery(searchOf(c.req.url), { maxLimit: config.vehiclesMaxLimit });
     const s = await serve(c);
     const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
     // The result (ids and the next cursor) is cheap; the body is built only for a GET that sends one.
@@ -118,7 +144,7 @@ export function vehicleRoutes(): Hono<AppEnv> {
   });
 
   r.get("/:vin", async (c) => {
-    if (new URL(c.req.url).search !== "") {
+    if (searchOf(c.req.url) !== "") {
       throw new AppError("invalid_parameter", { detail: "this route takes no query parameters" });
     }
     const vin = parseVin(c.req.param("vin"));
