@@ -214,41 +214,66 @@ class Bytes {
     this.#copy(out, 0, this.#length);
     return out;
   }
+  /** The longest range of the source in the body (0 when none). */
+  longestRange(): number {
+    let n = 0;
+    for (const part of this.#parts) if (typeof part !== "string") n = Math.max(n, part[1] - part[0]);
+    return n;
+  }
   /**
-   * The same bytes as a stream of `chunk`-byte pieces (the last one shorter), made as the reader
-   * pulls: a large answer never exists whole in the isolate, so many of them at once (a cold
-   * stampede) cost a chunk each in flight instead of the whole body, twice (our copy and the
-   * runtime's). A piece inside one range of the snapshot's text is a view of it (no copy); a piece
-   * across parts (a filtered answer: thousands of items and separators) is one copy.
+   * The same bytes as a stream, made as the reader pulls: a range of the snapshot's text of at
+   * least `viewMin` bytes goes out as one view of it (no copy: the unfiltered page is a head, one
+   * view and a tail), everything else as copies of at most `chunk` bytes (a filtered answer is
+   * thousands of small parts). A large answer never exists whole in the isolate, so many of them at
+   * once (a cold stampede) cost little more than the snapshot itself.
    */
-  stream(chunk: number): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const total = this.#length;
-    let at = 0; // bytes sent
-    let k = 0; // the part holding byte `at`
-    let partStart = 0; // where part k starts in the body
+  stream(chunk: number, viewMin: number): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const pieces = this.#plan(chunk, viewMin);
+    let i = 0;
     return new ReadableStream<Uint8Array<ArrayBuffer>>(
       {
         pull: (controller) => {
-          const n = Math.min(chunk, total - at);
-          const part = this.#parts[k];
-          if (part !== undefined && typeof part !== "string" && at + n <= partStart + part[1] - part[0]) {
-            const a = part[0] + at - partStart;
-            controller.enqueue(this.#source.subarray(a, a + n) as Uint8Array<ArrayBuffer>);
+          const piece = pieces[i++] as Piece;
+          if ("view" in piece) {
+            controller.enqueue(this.#source.subarray(piece.view[0], piece.view[1]) as Uint8Array<ArrayBuffer>);
           } else {
-            const out = new Uint8Array(n);
-            this.#copy(out, at, n, k, partStart);
+            const out = new Uint8Array(piece.to - piece.from);
+            this.#copy(out, piece.from, out.length, piece.k, piece.pos);
             controller.enqueue(out);
           }
-          at += n;
-          for (let p = this.#parts[k]; p !== undefined && partStart + partLength(p) <= at; p = this.#parts[k]) {
-            partStart += partLength(p);
-            k++;
-          }
-          if (at >= total) controller.close();
+          if (i >= pieces.length) controller.close();
         },
       },
       { highWaterMark: 0 },
     );
+  }
+  /** The pieces of `stream`, in order. */
+  #plan(chunk: number, viewMin: number): Piece[] {
+    const pieces: Piece[] = [];
+    // A copy piece being filled: where it starts in the body, and the part holding that byte.
+    let open: { from: number; k: number; pos: number } | undefined;
+    let pos = 0; // where part k starts in the body
+    for (let k = 0; k < this.#parts.length; k++) {
+      const part = this.#parts[k] as string | [number, number];
+      const len = partLength(part);
+      if (typeof part !== "string" && len >= viewMin) {
+        if (open) pieces.push({ from: open.from, to: pos, k: open.k, pos: open.pos });
+        open = undefined;
+        pieces.push({ view: part });
+      } else {
+        for (let at = pos; at < pos + len; ) {
+          open ??= { from: at, k, pos };
+          at = Math.min(open.from + chunk, pos + len);
+          if (at - open.from === chunk) {
+            pieces.push({ from: open.from, to: at, k: open.k, pos: open.pos });
+            open = undefined;
+          }
+        }
+      }
+      pos += len;
+    }
+    if (open) pieces.push({ from: open.from, to: pos, k: open.k, pos: open.pos });
+    return pieces;
   }
   /** Copies bytes [from, from + n) of the body into `out`, starting the search at part `k` (at `pos`). */
   #copy(out: Uint8Array, from: number, n: number, k = 0, pos = 0): void {
@@ -271,8 +296,22 @@ class Bytes {
   }
 }
 
+/** A piece of a streamed body: a range of the source as a view, or bytes [from, to) of the body copied. */
+type Piece = { view: [number, number] } | { from: number; to: number; k: number; pos: number };
+
 function partLength(part: string | [number, number]): number {
   return typeof part === "string" ? part.length : part[1] - part[0];
+}
+
+/** `fetchedAt` as every answer of a snapshot writes it: formatted once per snapshot, not per request. */
+const isoOf = new WeakMap<Prepared, string>();
+function fetchedAtIso(p: Prepared): string {
+  let iso = isoOf.get(p);
+  if (iso === undefined) {
+    iso = new Date(p.fetchedAt).toISOString();
+    isoOf.set(p, iso);
+  }
+  return iso;
 }
 
 /**
@@ -289,24 +328,30 @@ export function serializeVehicles(
 }
 
 /**
- * Bodies larger than this are streamed (`vehiclesBody`), in chunks of BODY_CHUNK_BYTES; smaller
- * ones go whole, one buffer in one turn of the event loop. A stream is for the memory of many
- * large answers at once (a cold stampede of full pages); at 1 MiB the answers that stream are the
- * 2 MB pages of 5,000 vehicles.
+ * When a body streams (`vehiclesBody`): when it holds a range of the snapshot's text of at least
+ * BODY_VIEW_BYTES (sent as a view of it, not copied), or when it is larger than BODY_STREAM_BYTES
+ * (a filtered answer of thousands of items, copied BODY_CHUNK_BYTES at a time as the reader pulls);
+ * anything else goes whole, one buffer in one turn of the event loop. Measured in workerd, a bare
+ * Worker sending the 816 KB page (BENCHMARKS.md): a head, one view and a tail 754 µs of CPU per
+ * request, one fresh buffer 865 µs, a fresh string 982 µs, the view alone (a long-lived buffer
+ * handed to `new Response`) 1,197 µs; a stream of 256 KiB copies 1,223 µs against 1,101 µs built
+ * whole. Below a few hundred KB one buffer costs less than a stream's fixed cost.
  */
+const BODY_VIEW_BYTES = 256 * 1024;
 const BODY_STREAM_BYTES = 1024 * 1024;
 const BODY_CHUNK_BYTES = 256 * 1024;
 
-/** The body of `GET /v1/vehicles`: whole when small, streamed in chunks when large. */
+/** The body of `GET /v1/vehicles`: whole when small, streamed when large or mostly one range. */
 export function vehiclesBody(
   p: Prepared,
   r: QueryResult,
   opts: { stale: boolean; next?: string },
   chunk = BODY_CHUNK_BYTES,
   threshold = BODY_STREAM_BYTES,
+  viewMin = BODY_VIEW_BYTES,
 ): Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>> {
   const b = writeVehicles(p, r, opts);
-  return b.length > threshold ? b.stream(chunk) : b.build();
+  return b.length > threshold || b.longestRange() >= viewMin ? b.stream(chunk, viewMin) : b.build();
 }
 
 function writeVehicles(p: Prepared, r: QueryResult, opts: { stale: boolean; next?: string }): Bytes {
@@ -331,7 +376,7 @@ function writeVehicles(p: Prepared, r: QueryResult, opts: { stale: boolean; next
       }
     }
   }
-  b.ascii(`],"count":${resultCount(r)},"total":${r.total},"fetchedAt":"${new Date(p.fetchedAt).toISOString()}",`);
+  b.ascii(`],"count":${resultCount(r)},"total":${r.total},"fetchedAt":"${fetchedAtIso(p)}",`);
   b.ascii(`"stale":${opts.stale ? "true" : "false"}`);
   if (opts.next !== undefined) b.ascii(`,"next":${JSON.stringify(opts.next)}`);
   b.ascii("}");
@@ -343,6 +388,6 @@ export function serializeVehicle(p: Prepared, i: number, opts: { stale: boolean 
   return new Bytes(p.text)
     .ascii('{"vehicle":')
     .range(p.off[i] as number, (p.off[i + 1] as number) - 1)
-    .ascii(`,"fetchedAt":"${new Date(p.fetchedAt).toISOString()}","stale":${opts.stale ? "true" : "false"}}`)
+    .ascii(`,"fetchedAt":"${fetchedAtIso(p)}","stale":${opts.stale ? "true" : "false"}}`)
     .build();
 }

@@ -155,7 +155,15 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
       const result = queryVehicles(snapshot, query);
       const whole = serializeVehicles(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" });
       for (const chunk of q === "limit=3" ? [1, 7] : [997, 4096, 65536]) {
-        const body = vehiclesBody(snapshot, result, { stale: false, next: "/v1/vehicles?cursor=x" }, chunk, chunk);
+        // No range long enough to go as a view: copies only.
+        const body = vehiclesBody(
+          snapshot,
+          result,
+          { stale: false, next: "/v1/vehicles?cursor=x" },
+          chunk,
+          chunk,
+          Infinity,
+        );
         expect(body).toBeInstanceOf(whole.length > chunk ? ReadableStream : Uint8Array);
         const pieces: Uint8Array[] = [];
         if (body instanceof ReadableStream) for await (const piece of body) pieces.push(piece);
@@ -175,6 +183,36 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
       expect(small).toBeInstanceOf(Uint8Array);
     }
     expect(Buffer.compare(snapshot.text, textBefore)).toBe(0);
+  });
+
+  it("a long range of the text streams as one view of it, between a copied head and tail", async () => {
+    const query = parseVehicleQuery("?limit=400", { maxLimit: MAX });
+    const result = queryVehicles(snapshot, query);
+    const opts = { stale: false, next: "/v1/vehicles?cursor=x" };
+    const whole = serializeVehicles(snapshot, result, opts);
+    const range = whole.length - 200; // shorter than the items' range: it goes as a view
+    for (const chunk of [7, 4096]) {
+      const body = vehiclesBody(snapshot, result, opts, chunk, Infinity, range);
+      expect(body).toBeInstanceOf(ReadableStream);
+      const pieces: Uint8Array[] = [];
+      for await (const piece of body as ReadableStream<Uint8Array>) pieces.push(piece);
+      const views = pieces.filter((p) => p.buffer === snapshot.text.buffer);
+      expect(views.length).toBe(1);
+      expect(views[0]?.length).toBeGreaterThanOrEqual(range);
+      // The head `{"vehicles":[` and the tail (count, total, fetchedAt, stale, next) are copies of at most `chunk` bytes.
+      const copies = pieces.filter((p) => p.buffer !== snapshot.text.buffer);
+      expect(copies.every((p) => p.length <= chunk)).toBe(true);
+      expect(Buffer.compare(Buffer.concat(pieces), whole)).toBe(0);
+    }
+    // A filtered answer (thousands of small parts) has no range that long: copies only, whole chunks.
+    const near = queryVehicles(snapshot, parseVehicleQuery("?near=52.5,13.4&radius=5000&limit=300", { maxLimit: MAX }));
+    const nearWhole = serializeVehicles(snapshot, near, { stale: false });
+    const body = vehiclesBody(snapshot, near, { stale: false }, 4096, 1024, 64 * 1024);
+    const pieces: Uint8Array[] = [];
+    for await (const piece of body as ReadableStream<Uint8Array>) pieces.push(piece);
+    expect(pieces.some((p) => p.buffer === snapshot.text.buffer)).toBe(false);
+    expect(pieces.length).toBe(Math.ceil(nearWhole.length / 4096));
+    expect(Buffer.compare(Buffer.concat(pieces), nearWhole)).toBe(0);
   });
 
   it("the unfiltered list is the stored text itself; a limit cuts it at an item boundary", () => {
