@@ -7,7 +7,10 @@
  *
  * Paths default to `/v1/vehicles,/v1/vehicles/VIN` (VIN: the first vehicle's). Pin it as
  * `npm run bench` pins itself: `taskset -c 0 node bench/compare.ts ...` (the load generator goes
- * to core 1). ROUNDS (3) and RUN_S (2.5) in the environment set the length.
+ * to core 1). ROUNDS (3) and RUN_S (2.5) in the environment set the length; BYPASS (e.g.
+ * `memory,cache`) sends `x-gateway-bypass` with the gateway's requests, to measure a lower tier;
+ * B_BINDINGS (JSON) adds settings to B's gateway (e.g. `{"LOG_REQUESTS":"errors"}` with B = this
+ * checkout: the cost of one setting).
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -66,7 +69,11 @@ try {
           PARTNER_CLIENT_ID: sb.clients.post.id,
           PARTNER_CLIENT_SECRET: sb.clients.post.secret,
           VEHICLES_TTL_S: "3600",
+          ALLOW_TIER_BYPASS: "true",
           PARTNER_MAX_BYTES: String(64 * 2 ** 20),
+          ...(side === "B" && process.env.B_BINDINGS
+            ? (JSON.parse(process.env.B_BINDINGS) as Record<string, string>)
+            : {}),
         },
         extras: { naiveBindings: {} },
       });
@@ -76,10 +83,12 @@ try {
         const targets = paths.map((p) => [p, `${w.urls.gateway}${p.replace("VIN", vin)}`] as const);
         await fetch(`${w.urls.baseline}/full`, { method: "PUT", body: full });
         const all = [["baseline", `${w.urls.baseline}/full`] as const, ...targets];
-        for (const [, url] of all) await load({ url, connections: 8, durationS: 0.5 });
+        const headersOf = (label: string) =>
+          process.env.BYPASS && label !== "baseline" ? { "x-gateway-bypass": process.env.BYPASS } : {};
+        for (const [label, url] of all) await load({ url, connections: 8, durationS: 0.5, headers: headersOf(label) });
         for (const [label, url] of all) {
           const c0 = w.cpuSeconds();
-          const r = await load({ url, connections: 8, durationS: RUN_S });
+          const r = await load({ url, connections: 8, durationS: RUN_S, headers: headersOf(label) });
           const us = ((w.cpuSeconds() - c0) / r.requests) * 1e6;
           const key = `${side} ${label}`;
           cpu[key] = [...(cpu[key] ?? []), us];

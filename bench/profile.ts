@@ -3,7 +3,8 @@
  * `node bench/profile.ts [--fleet 20000] [--path /v1/vehicles] [--connections 500]`: a V8 CPU
  * profile of the gateway's isolate (the Worker and, locally, its Durable Object) during one cold
  * stampede, summed by function (self time): where workerd's CPU goes in the stampede, which
- * /proc only gives as a total. Same pinning as the bench.
+ * /proc only gives as a total. Same pinning as the bench. `--duration S` profiles a closed loop
+ * (8 connections, after a 1 s warm-up) instead; `--header "name: value"` is sent with each request.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,12 +23,23 @@ const { values } = parseArgs({
     connections: { type: "string", default: "500" },
     /** Profile a second burst, after a first one filled the isolate (per-request costs only). */
     warm: { type: "boolean", default: false },
+    /** `name: value`, sent with every request (e.g. `x-gateway-bypass: memory` for the Cache API tier). */
+    header: { type: "string", multiple: true, default: [] },
+    /** Profile a closed loop of this many seconds instead of one burst. */
+    duration: { type: "string" },
   },
 });
 const [fleet = 20000] = fleetArg(process.argv, [20000]);
 const path = values.path;
 const connections = Number(values.connections);
 const warm = values.warm;
+const headers = Object.fromEntries(
+  values.header.map((h) => {
+    const at = h.indexOf(":");
+    return [h.slice(0, at).trim(), h.slice(at + 1).trim()];
+  }),
+);
+const durationS = values.duration === undefined ? undefined : Number(values.duration);
 const port = 9300 + Math.floor(Math.random() * 500);
 process.env.BENCH_INSPECTOR_PORT = String(port);
 
@@ -72,12 +84,25 @@ try {
         waiting.set(n, resolve);
         ws.send(JSON.stringify({ id: n, method, params }));
       });
-    if (warm) await load({ url: `${w.urls.gateway}${path}`, connections, burst: true, timeoutS: 30 });
+    // `VIN` in the path: the first vehicle's (one request, before the profile; it fills nothing
+    // the bypassed tiers would use).
+    const vin = path.includes("VIN")
+      ? ((await (await fetch(`${w.urls.gateway}/v1/vehicles?limit=1`)).json()) as { vehicles: { vin: string }[] })
+          .vehicles[0]?.vin
+      : undefined;
+    const spec = {
+      url: `${w.urls.gateway}${vin === undefined ? path : path.replace("VIN", vin)}`,
+      headers,
+      ...(durationS === undefined
+        ? { connections, burst: true, timeoutS: 30 }
+        : { connections: Math.min(connections, 8), durationS }),
+    };
+    if (warm || durationS !== undefined) await load({ ...spec, ...(durationS === undefined ? {} : { durationS: 1 }) });
     await send("Profiler.enable");
     await send("Profiler.setSamplingInterval", { interval: 200 });
     await send("Profiler.start");
     const cpu0 = w.cpuSeconds();
-    const r = await load({ url: `${w.urls.gateway}${path}`, connections, burst: true, timeoutS: 30 });
+    const r = await load(spec);
     const cpu = w.cpuSeconds() - cpu0;
     const { profile } = (await send("Profiler.stop")) as { profile: Profile };
     ws.close();

@@ -349,6 +349,8 @@ interface Stampede {
   tokenRequests: number;
   partnerRequests: number;
   serverCpuS: number;
+  /** CPU seconds of the load generator (on its own core): is the client what limits the burst? */
+  clientCpuS: number;
   /** workerd's resident memory: the highest VmRSS sampled (every 50 ms) during the stampede, bytes. */
   rssPeakBytes: number;
   /** workerd's VmHWM at the end: the peak resident memory of the process's life (it started cold). */
@@ -423,6 +425,7 @@ export async function stampede(bundle: Bundle, sb: Sandbox, path = "/v1/vehicles
       tokenRequests: c.token.total,
       partnerRequests: c.vehicles.total,
       serverCpuS: aborted ? Number.NaN : w.cpuSeconds() - cpu0,
+      clientCpuS: r.clientCpuS,
       rssPeakBytes: Math.max(rssPeak, mem.rss),
       hwmBytes: Math.max(hwm, mem.hwm),
       ...(aborted ? { aborted } : {}),
