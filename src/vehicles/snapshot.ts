@@ -222,16 +222,22 @@ class Bytes {
   }
   /**
    * The same bytes as a stream, made as the reader pulls: a range of the snapshot's text of at
-   * least `viewMin` bytes goes out as one view of it (no copy: the unfiltered page is a head, one
-   * view and a tail), everything else as copies of at most `chunk` bytes (a filtered answer is
-   * thousands of small parts). A large answer never exists whole in the isolate, so many of them at
-   * once (a cold stampede) cost little more than the snapshot itself.
+   * least `viewMin` bytes goes out as views of it of at most `viewMax` bytes (no copy: the
+   * unfiltered page is a head, a view and a tail), everything else as copies of at most `chunk`
+   * bytes (a filtered answer is thousands of small parts). A large answer never exists whole in the
+   * isolate. `onEnd` is called once, when the last piece is handed over or the reader cancels.
    */
-  stream(chunk: number, viewMin: number): ReadableStream<Uint8Array<ArrayBuffer>> {
-    const pieces = this.#plan(chunk, viewMin);
+  stream(chunk: number, viewMin: number, viewMax: number, onEnd: () => void): ReadableStream<Uint8Array<ArrayBuffer>> {
+    const pieces = this.#plan(chunk, viewMin, viewMax);
     let i = 0;
+    let ended = false;
+    const end = () => {
+      if (!ended) onEnd();
+      ended = true;
+    };
     return new ReadableStream<Uint8Array<ArrayBuffer>>(
       {
+        cancel: end,
         pull: (controller) => {
           const piece = pieces[i++] as Piece;
           if ("view" in piece) {
@@ -241,14 +247,17 @@ class Bytes {
             this.#copy(out, piece.from, out.length, piece.k, piece.pos);
             controller.enqueue(out);
           }
-          if (i >= pieces.length) controller.close();
+          if (i >= pieces.length) {
+            controller.close();
+            end();
+          }
         },
       },
       { highWaterMark: 0 },
     );
   }
   /** The pieces of `stream`, in order. */
-  #plan(chunk: number, viewMin: number): Piece[] {
+  #plan(chunk: number, viewMin: number, viewMax: number): Piece[] {
     const pieces: Piece[] = [];
     // A copy piece being filled: where it starts in the body, and the part holding that byte.
     let open: { from: number; k: number; pos: number } | undefined;
@@ -259,7 +268,9 @@ class Bytes {
       if (typeof part !== "string" && len >= viewMin) {
         if (open) pieces.push({ from: open.from, to: pos, k: open.k, pos: open.pos });
         open = undefined;
-        pieces.push({ view: part });
+        // Views of at most `viewMax` bytes: the runtime copies what a reader has pulled and not yet
+        // sent, so one 2 MB view per answer held 1.2 GB in a stampede of 500 (bench/stampede.ts).
+        for (let a = part[0]; a < part[1]; a += viewMax) pieces.push({ view: [a, Math.min(a + viewMax, part[1])] });
       } else {
         for (let at = pos; at < pos + len; ) {
           open ??= { from: at, k, pos };
@@ -331,15 +342,28 @@ export function serializeVehicles(
  * When a body streams (`vehiclesBody`): when it holds a range of the snapshot's text of at least
  * BODY_VIEW_BYTES (sent as a view of it, not copied), or when it is larger than BODY_STREAM_BYTES
  * (a filtered answer of thousands of items, copied BODY_CHUNK_BYTES at a time as the reader pulls);
- * anything else goes whole, one buffer in one turn of the event loop. Measured in workerd, a bare
- * Worker sending the 816 KB page (BENCHMARKS.md): a head, one view and a tail 754 µs of CPU per
- * request, one fresh buffer 865 µs, a fresh string 982 µs, the view alone (a long-lived buffer
- * handed to `new Response`) 1,197 µs; a stream of 256 KiB copies 1,223 µs against 1,101 µs built
- * whole. Below a few hundred KB one buffer costs less than a stream's fixed cost.
+ * anything else goes whole, one buffer in one turn of the event loop.
+ *
+ * The runtime copies each piece it is handed until it is sent, so the pieces in flight are what
+ * many large answers at once cost in memory: one 2 MB view per answer held 1.2 GB in a cold
+ * stampede of 500 (`bench/stampede.ts`), views of 1 MiB 743 MiB, pieces of 256 KiB about 400 MiB.
+ * So a range goes as one view while fewer than MANY_STREAMS large answers of this isolate are in
+ * flight, and as views of BODY_CHUNK_BYTES when more are. Measured in workerd, a bare Worker
+ * sending the same bytes (CPU per request; 816 KB page / 2 MB page): a head, one view and a tail
+ * 729 / 1,639 µs; views of 256 KiB 871 / 1,709; one fresh buffer 830 / 2,155; a fresh string
+ * 835 / 2,044; the long-lived buffer alone 1,197 at 816 KB. Below a few hundred KB one buffer
+ * costs less than a stream's fixed cost.
  */
 const BODY_VIEW_BYTES = 256 * 1024;
 const BODY_STREAM_BYTES = 1024 * 1024;
 const BODY_CHUNK_BYTES = 256 * 1024;
+const MANY_STREAMS = 16;
+
+/** Streamed answers of this isolate not finished yet: plain state of the isolate, no promise. */
+let streamsOpen = 0;
+const streamEnded = () => {
+  streamsOpen--;
+};
 
 /** The body of `GET /v1/vehicles`: whole when small, streamed when large or mostly one range. */
 export function vehiclesBody(
@@ -351,7 +375,10 @@ export function vehiclesBody(
   viewMin = BODY_VIEW_BYTES,
 ): Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>> {
   const b = writeVehicles(p, r, opts);
-  return b.length > threshold || b.longestRange() >= viewMin ? b.stream(chunk, viewMin) : b.build();
+  if (b.length <= threshold && b.longestRange() < viewMin) return b.build();
+  const viewMax = streamsOpen >= MANY_STREAMS ? chunk : Number.POSITIVE_INFINITY;
+  streamsOpen++;
+  return b.stream(chunk, viewMin, viewMax, streamEnded);
 }
 
 function writeVehicles(p: Prepared, r: QueryResult, opts: { stale: boolean; next?: string }): Bytes {

@@ -215,6 +215,31 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
     expect(Buffer.compare(Buffer.concat(pieces), nearWhole)).toBe(0);
   });
 
+  it("with many large answers in flight, a range goes as views of a chunk each; as one view again once they end", async () => {
+    const result = queryVehicles(snapshot, parseVehicleQuery("?limit=400", { maxLimit: MAX }));
+    const whole = serializeVehicles(snapshot, result, { stale: false });
+    const chunk = 4096;
+    const range = whole.length - 200;
+    const open = () =>
+      vehiclesBody(snapshot, result, { stale: false }, chunk, Infinity, range) as ReadableStream<Uint8Array>;
+    const piecesOf = async (body: ReadableStream<Uint8Array>) => {
+      const pieces: Uint8Array[] = [];
+      for await (const piece of body) pieces.push(piece);
+      return pieces;
+    };
+    const viewsOf = (pieces: Uint8Array[]) => pieces.filter((p) => p.buffer === snapshot.text.buffer);
+    expect(viewsOf(await piecesOf(open()))).toHaveLength(1);
+    // 16 answers started and not read yet: the next one cuts its range into views of `chunk` bytes.
+    const waiting = Array.from({ length: 16 }, open);
+    const cut = await piecesOf(open());
+    expect(viewsOf(cut).length).toBe(Math.ceil(viewsOf(cut).reduce((n, p) => n + p.length, 0) / chunk));
+    expect(viewsOf(cut).every((p) => p.length <= chunk)).toBe(true);
+    expect(Buffer.compare(Buffer.concat(cut), whole)).toBe(0);
+    // Half read to the end, half cancelled by their readers: none counts any more.
+    await Promise.all(waiting.map((body, k) => (k % 2 ? piecesOf(body) : body.cancel())));
+    expect(viewsOf(await piecesOf(open()))).toHaveLength(1);
+  });
+
   it("the unfiltered list is the stored text itself; a limit cuts it at an item boundary", () => {
     const full = answer(snapshot, { limit: MAX });
     expect(full).toBe(bruteText(fleet, { limit: MAX }));
