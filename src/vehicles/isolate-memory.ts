@@ -49,6 +49,11 @@ export interface IsolateMemory {
    * put; on `*.workers.dev` it stores nothing). Unknown until the first check.
    */
   l2?: { state: "storing" | "not-storing"; checkedAt: number };
+  /**
+   * The validator of a snapshot found damaged while it was served (an item boundary, checked a
+   * block at a time): an L2 entry of it is not read again, so the refill comes from the object.
+   */
+  damagedEtag?: string;
   counters: TierCounters;
 }
 

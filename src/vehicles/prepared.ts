@@ -22,9 +22,9 @@
  * `off[i+1]` is the `,` or the closing `]`); every item starts with `{"vin":"`, so VINs are read
  * from `text` and no VIN column is shipped.
  *
- * Integrity: `loadPrepared` checks the layout, a checksum over every binary section (offsets,
- * columns, index), and every item boundary in `text` (`{"vin":"` at each offset, `}` before each
- * separator).
+ * Integrity: `loadPrepared` checks the layout and a checksum over every binary section (offsets,
+ * columns, index); every item boundary in `text` (`{"vin":"` at each offset, `}` before each
+ * separator) is checked before the item is first served (`checkServed`, a block at a time).
  * Which allow-list wrote `text` is fixed by the versioned cache key and format number (tiers.ts).
  */
 import { AppError } from "../errors.ts";
@@ -95,6 +95,12 @@ export interface Prepared {
   readonly trans: Uint8Array;
   readonly seats: Uint8Array;
   readonly index: SpatialIndex;
+  /**
+   * Blocks of ITEMS_PER_BLOCK items whose boundaries are not checked yet (1) or checked (0):
+   * `checkServed` checks a block the first time an answer includes one of its items. The only
+   * state that changes in a loaded snapshot, once per block, from 1 to 0.
+   */
+  readonly unchecked: Uint8Array;
 }
 
 const encoder = new TextEncoder();
@@ -239,8 +245,16 @@ function utf8Length(s: string): number {
   return n;
 }
 
+/** Why a prepared snapshot was refused: the cause of the AppError `internal` it is thrown as. */
+class DamagedSnapshot extends TypeError {}
+
 function damaged(why: string): AppError {
-  return new AppError("internal", { cause: new TypeError(`prepared snapshot: ${why}`) });
+  return new AppError("internal", { cause: new DamagedSnapshot(`prepared snapshot: ${why}`) });
+}
+
+/** True for the error `loadPrepared` or `checkServed` throw for a damaged snapshot. */
+export function isDamagedSnapshot(err: unknown): boolean {
+  return err instanceof AppError && err.cause instanceof DamagedSnapshot;
 }
 
 const PREFIX_BYTES = encoder.encode(ITEM_PREFIX);
@@ -322,7 +336,7 @@ export function loadPrepared(env: SnapshotEnvelope): Prepared {
     throw damaged("section lengths");
   }
   if (checksum(base, first, h.sections.text[0]) !== h.checksum) throw damaged("checksum");
-  checkItems(v.text, v.off, count);
+  checkTextBounds(v.text, v.off, count);
   if (!Array.isArray(h.fuelTypes) || !h.fuelTypes.every((f) => typeof f === "string")) throw damaged("fuel types");
   const parts: IndexParts = {
     cellDeg: h.cellDeg,
@@ -350,46 +364,78 @@ export function loadPrepared(env: SnapshotEnvelope): Prepared {
     trans: v.trans,
     seats: v.seats,
     index: SpatialIndex.fromParts(parts),
+    unchecked: new Uint8Array(Math.ceil(count / ITEMS_PER_BLOCK)).fill(1),
   };
 }
 
-/**
- * Every item boundary: `[`, then per item `{"vin":"` … `"` after the 17 VIN bytes … `}` + `,` or
- * `]`. With the checksum over the offsets, this makes every cut of the text at these offsets a
- * whole object as the writer produced it (about 12 byte reads an item: 0.3 ms at 20,000). VIN order
- * and characters are the writer's (prepareSnapshot sorts validated vehicles); they are not
- * re-read here, since that tripled the cost of a fill, and a wrong one could only misplace a
- * vehicle, never expose a field (which allow-list wrote the text is fixed by the versioned key).
- */
-function checkItems(text: Uint8Array, off: Uint32Array, count: number): void {
+/** The text's own bounds: `[` first, `]` last, the offsets spanning it. Item boundaries: `checkServed`. */
+function checkTextBounds(text: Uint8Array, off: Uint32Array, count: number): void {
   const n = text.length;
   if (text[0] !== 0x5b || off[count] !== n || text[n - 1] !== 0x5d) throw damaged("text bounds");
-  if (count === 0) {
-    if (n !== 2) throw damaged("empty text");
-    return;
+  if (count === 0 && n !== 2) throw damaged("empty text");
+  if (count > 0 && off[0] !== 1) throw damaged("first item");
+}
+
+/**
+ * Items are checked a block at a time, the first time an answer includes one, not all when the
+ * snapshot is loaded: an isolate's first request (the L1 fill) then checks the blocks it serves,
+ * not the whole fleet. Checking all 20,000 items cost an L1 fill 1.1-3.6 ms of workerd CPU
+ * (bench/compare.ts, BYPASS=memory,cache: 9.2-9.6 ms per fill without, 10.6-12.1 ms with).
+ */
+const BLOCK_SHIFT = 10;
+const ITEMS_PER_BLOCK = 1 << BLOCK_SHIFT;
+
+/**
+ * Checks the boundaries of items [from, to) before their bytes are served (their blocks, each once
+ * per loaded snapshot). Throws AppError `internal` (a damaged snapshot) on a bad boundary.
+ */
+export function checkServed(p: Prepared, from: number, to: number): void {
+  for (let b = from >> BLOCK_SHIFT; b << BLOCK_SHIFT < to; b++) {
+    if (p.unchecked[b] === 0) continue;
+    checkItems(p.text, p.off, p.count, b << BLOCK_SHIFT, Math.min(p.count, (b + 1) << BLOCK_SHIFT));
+    p.unchecked[b] = 0;
   }
-  if (off[0] !== 1) throw damaged("first item");
-  for (let i = 0; i < count; i++) {
+}
+
+/** `checkServed` for the items of a filtered answer, in any order. */
+export function checkServedIds(p: Prepared, ids: ArrayLike<number>): void {
+  for (let k = 0; k < ids.length; k++) {
+    const i = ids[k] as number;
+    if (p.unchecked[i >> BLOCK_SHIFT] !== 0) checkServed(p, i, i + 1);
+  }
+}
+
+/**
+ * Item boundaries of items [from, to): per item `{"vin":"` … `"` after the 17 VIN bytes … `}` +
+ * `,` or `]`. With the checksum over the offsets, this makes every cut of the text at these
+ * offsets a whole object as the writer produced it (about 12 byte reads an item). VIN order and
+ * characters are the writer's (prepareSnapshot sorts validated vehicles); they are not re-read
+ * here, since that tripled the cost, and a wrong one could only misplace a vehicle, never expose a
+ * field (which allow-list wrote the text is fixed by the versioned key).
+ */
+function checkItems(text: Uint8Array, off: Uint32Array, count: number, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
     const a = off[i] as number;
     const b = off[i + 1] as number;
-    // `{"vin":"` is 7B 22 76 69 6E 22 3A 22; the VIN's closing quote follows its 17 bytes.
-    if (
-      b < a + 28 ||
-      text[a] !== 0x7b ||
-      text[a + 1] !== 0x22 ||
-      text[a + 2] !== 0x76 ||
-      text[a + 3] !== 0x69 ||
-      text[a + 4] !== 0x6e ||
-      text[a + 5] !== 0x22 ||
-      text[a + 6] !== 0x3a ||
-      text[a + 7] !== 0x22 ||
-      text[a + 25] !== 0x22 ||
-      text[b - 2] !== 0x7d ||
-      text[b - 1] !== (i + 1 < count ? 0x2c : 0x5d)
-    ) {
+    if (b < a + 28 || !itemStartsAt(text, a) || text[b - 2] !== 0x7d || text[b - 1] !== (i + 1 < count ? 0x2c : 0x5d)) {
       throw damaged("item bounds");
     }
   }
+}
+
+/** `{"vin":"` (7B 22 76 69 6E 22 3A 22) at `a`, and the VIN's closing quote after its 17 bytes. */
+function itemStartsAt(text: Uint8Array, a: number): boolean {
+  return (
+    text[a] === 0x7b &&
+    text[a + 1] === 0x22 &&
+    text[a + 2] === 0x76 &&
+    text[a + 3] === 0x69 &&
+    text[a + 4] === 0x6e &&
+    text[a + 5] === 0x22 &&
+    text[a + 6] === 0x3a &&
+    text[a + 7] === 0x22 &&
+    text[a + 25] === 0x22
+  );
 }
 
 /** The VIN of item i. */
@@ -406,6 +452,8 @@ export function vinAt(p: Prepared, i: number): string {
  * every step of the binary search made findVin about 8x slower (10,000 vehicles, Node).
  */
 function compareItemVin(p: Prepared, i: number, vin: string): number {
+  // The binary search reads items whose block may not be checked yet: their VIN's frame first.
+  if (p.unchecked[i >> BLOCK_SHIFT] !== 0 && !itemStartsAt(p.text, p.off[i] as number)) throw damaged("item bounds");
   const a = (p.off[i] as number) + PREFIX_BYTES.length;
   for (let k = 0; k < VIN_LENGTH; k++) {
     const d = (p.text[a + k] as number) - vin.charCodeAt(k);
@@ -430,7 +478,9 @@ export function firstAfterVin(p: Prepared, vin: string): number {
 export function findVin(p: Prepared, vin: string): number {
   if (vin.length !== VIN_LENGTH) return -1;
   const i = firstAfterVin(p, vin) - 1;
-  return i >= 0 && compareItemVin(p, i, vin) === 0 ? i : -1;
+  if (i < 0 || compareItemVin(p, i, vin) !== 0) return -1;
+  checkServed(p, i, i + 1);
+  return i;
 }
 
 /**

@@ -10,10 +10,10 @@ import { fnv1a32 } from "../hash.ts";
 import { ifNoneMatchMatches } from "../http/conditional.ts";
 import { type AppEnv, waitUntilOf } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
-import { findVin } from "./prepared.ts";
+import { findVin, isDamagedSnapshot, type Prepared } from "./prepared.ts";
 import { canonicalQueryKey, parseVehicleQuery, parseVin } from "./query.ts";
 import { queryVehicles, serializeVehicle, vehiclesBody } from "./snapshot.ts";
-import { loadSnapshot, type Served } from "./tiers.ts";
+import { discardDamaged, loadSnapshot, type Served } from "./tiers.ts";
 
 /** Which tiers a benchmark may skip (only when ALLOW_TIER_BYPASS is set). */
 function bypassOf(c: Context<AppEnv>): { memory?: boolean; cache?: boolean } | undefined {
@@ -45,6 +45,24 @@ async function serve(c: Context<AppEnv>): Promise<Served> {
     ...(s.error ? { upstreamError: s.error.code } : {}),
   });
   return s;
+}
+
+/**
+ * The snapshot for this request and what `use` makes of it. `use` is where items are first read
+ * (queryVehicles, findVin), and prepared.ts checks their boundaries then: a damaged snapshot is
+ * dropped (tiers.ts `discardDamaged`) and the request served once more from a fresh fill, so a
+ * damaged copy costs a refill, never a 500.
+ */
+async function serveWith<T>(c: Context<AppEnv>, use: (p: Prepared) => T): Promise<{ s: Served; out: T }> {
+  const s = await serve(c);
+  try {
+    return { s, out: use(s.snapshot) };
+  } catch (err) {
+    if (!isDamagedSnapshot(err)) throw err;
+    discardDamaged(c.env.deps, s.snapshot);
+    const again = await serve(c);
+    return { s: again, out: use(again.snapshot) };
+  }
 }
 
 /** Cache-Control for downstream caches: shared only when no API key is needed (RFC 9111 §5.2.2). */
@@ -124,10 +142,9 @@ export function vehicleRoutes(): Hono<AppEnv> {
     // Parse before any tier is touched: bad input costs nothing upstream. The raw query string, so
     // its length is checked as sent (`?&&&…` parses to nothing, `%41` to one character).
     const query = parseVehicleQuery(searchOf(c.req.url), { maxLimit: config.vehiclesMaxLimit });
-    const s = await serve(c);
-    const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
     // The result (ids and the next cursor) is cheap; the body is built only for a GET that sends one.
-    const result = queryVehicles(s.snapshot, query);
+    const { s, out: result } = await serveWith(c, (p) => queryVehicles(p, query));
+    const etag = viewEtag(s.snapshot.etag, `${canonicalQueryKey(query)}|stale=${s.stale}`);
     const next =
       result.lastVin === undefined
         ? undefined
@@ -148,8 +165,7 @@ export function vehicleRoutes(): Hono<AppEnv> {
       throw new AppError("invalid_parameter", { detail: "this route takes no query parameters" });
     }
     const vin = parseVin(c.req.param("vin"));
-    const s = await serve(c);
-    const i = findVin(s.snapshot, vin);
+    const { s, out: i } = await serveWith(c, (p) => findVin(p, vin));
     if (i < 0) throw new AppError("vehicle_not_found", { detail: "no vehicle with this VIN in the current fleet" });
     return respond(c, s, viewEtag(s.snapshot.etag, `vin=${vin}|stale=${s.stale}`), () =>
       serializeVehicle(s.snapshot, i, { stale: s.stale }),

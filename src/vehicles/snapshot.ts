@@ -6,7 +6,7 @@
  * a column.
  */
 
-import { firstAfterVin, type Prepared, vinAt } from "./prepared.ts";
+import { checkServed, checkServedIds, firstAfterVin, type Prepared, vinAt } from "./prepared.ts";
 import { hasFilters, type VehicleQuery } from "./query.ts";
 
 /** An answer to a query: at most `limit` vehicles; `total` counts every match. */
@@ -93,7 +93,7 @@ export function queryVehicles(p: Prepared, q: VehicleQuery): QueryResult {
       top.offer(distances[k] as number, i);
     }
     const sorted = top.sorted();
-    return { ids: sorted.ids, distances: sorted.distances, total };
+    return withNext(p, { ids: sorted.ids, distances: sorted.distances, total }, false);
   }
 
   const out: number[] = [];
@@ -114,7 +114,10 @@ export function queryVehicles(p: Prepared, q: VehicleQuery): QueryResult {
   return withNext(p, { ids: out, total }, more);
 }
 
+/** The result, its items checked before any is served (prepared.ts), with the next cursor when more follow. */
 function withNext(p: Prepared, r: QueryResult, more: boolean): QueryResult {
+  if (r.run) checkServed(p, r.run[0], r.run[1]);
+  else if (r.ids) checkServedIds(p, r.ids);
   if (!more) return r;
   const last = r.run ? r.run[1] - 1 : (r.ids?.[r.ids.length - 1] as number);
   return { ...r, lastVin: vinAt(p, last) };

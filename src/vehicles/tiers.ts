@@ -292,8 +292,12 @@ async function fromCache(
   });
   const meta = hit ? entryMeta(hit) : undefined;
   const now = deps.clock.now();
+  if (meta !== undefined && meta.etag === deps.memory.damagedEtag) {
+    deps.log.log("warn", "cache_entry_invalid", { code: "internal", detail: "found damaged while served" });
+  }
   const useful =
     meta !== undefined &&
+    meta.etag !== deps.memory.damagedEtag &&
     isServable(meta.fetchedAt, now, window) &&
     (notOlderThan === undefined || meta.fetchedAt >= notOlderThan) &&
     (!mem || meta.fetchedAt > mem.snapshot.fetchedAt);
@@ -388,6 +392,17 @@ async function readEntry(t: TierContext, hit: Response, meta: EntryMeta): Promis
     t.deps.log.log("warn", "cache_entry_invalid", { code: toErrorInfo(err).code });
     return undefined;
   }
+}
+
+/**
+ * A snapshot found damaged while it was served (prepared.ts checks items a block at a time, before
+ * they are first served): it leaves L1, and an L2 entry of it is no longer read, so the next fill
+ * comes from the object (whose answer then replaces the entry in L2). Logged once per snapshot.
+ */
+export function discardDamaged(deps: Deps, p: Prepared): void {
+  if (deps.memory.damagedEtag !== p.etag) deps.log.log("warn", "snapshot_damaged", { detail: "an item boundary" });
+  deps.memory.damagedEtag = p.etag;
+  if (current(deps)?.snapshot === p) deps.memory.snapshot = undefined;
 }
 
 /** Warm-up of a long-lived server: fill its memory (and cache) with a snapshot younger than half a TTL. */

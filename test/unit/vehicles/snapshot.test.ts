@@ -2,7 +2,7 @@ import * as v from "valibot";
 import { describe, expect, it } from "vitest";
 import { mulberry32, pick } from "../../../sandbox/prng.ts";
 import type { SnapshotEnvelope } from "../../../src/gateway/types.ts";
-import { findVin, loadPrepared, type Prepared, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
+import { findVin, loadPrepared, type Prepared, prepareSnapshot, vinAt } from "../../../src/vehicles/prepared.ts";
 import { encodeCursor, parseVehicleQuery, type VehicleQuery } from "../../../src/vehicles/query.ts";
 import {
   redactVehicles,
@@ -408,9 +408,7 @@ describe("loadPrepared: integrity", () => {
       ["truncated", { ...fleetEnv, data: fleetEnv.data.slice(0, fleetEnv.data.length - 100) }],
       ["magic", damagedCopy((b) => b.set([0x7b], 0))],
       ["column byte (checksum)", damagedCopy((b) => (b[textAt - 9] = (b[textAt - 9] as number) ^ 1))],
-      ["item boundary", damagedCopy((b) => (b[textAt + 1] = 0x20))],
-      ["vin closing quote", damagedCopy((b) => (b[textAt + 1 + 25] = 0x20))],
-      ["item separator", damagedCopy((b) => (b[textAt + (loadPrepared(fleetEnv).off[1] as number) - 1] = 0x20))],
+      ["text's closing bracket", damagedCopy((b) => (b[b.length - 1] = 0x20))],
       ["etag", { ...fleetEnv, etag: '"other"' }],
       ["count", { ...fleetEnv, count: fleetEnv.count + 1 }],
       ["no data", { ...fleetEnv, data: new Uint8Array(0) }],
@@ -418,5 +416,37 @@ describe("loadPrepared: integrity", () => {
     for (const [name, env] of cases) {
       expect(() => loadPrepared(env), name).toThrow(expect.objectContaining({ code: "internal" }));
     }
+  });
+
+  it("finds a damaged item boundary before that item is served, by a list, a page or a VIN lookup", () => {
+    const off1 = loadPrepared(fleetEnv).off[1] as number;
+    const cases: [string, (b: Uint8Array) => void][] = [
+      ["item boundary", (b) => (b[textAt + 1] = 0x20)],
+      ["vin closing quote", (b) => (b[textAt + 1 + 25] = 0x20)],
+      ["item separator", (b) => (b[textAt + off1 - 1] = 0x20)],
+    ];
+    // The first item in VIN order (the one damaged), its VIN and position.
+    const sound = loadPrepared(fleetEnv);
+    const firstVin = vinAt(sound, 0);
+    const at = { lat: sound.lat[0] as number, lon: sound.lon[0] as number, radiusM: 1 };
+    const internal = expect.objectContaining({ code: "internal" });
+    for (const [name, mutate] of cases) {
+      const serve = [
+        (p: Prepared) => queryVehicles(p, { limit: MAX }),
+        (p: Prepared) => queryVehicles(p, { limit: 1 }),
+        (p: Prepared) => queryVehicles(p, { limit: 1, near: at }),
+        (p: Prepared) => findVin(p, firstVin),
+      ];
+      for (const [k, answer] of serve.entries()) {
+        // Loaded: the layout and the checksummed sections are sound; the first item is not.
+        const p = loadPrepared(damagedCopy(mutate));
+        expect(() => answer(p), `${name}, answer ${k}`).toThrow(internal);
+      }
+    }
+    // An undamaged snapshot checks each block once: the answers and the flags.
+    const p = loadPrepared(fleetEnv);
+    expect([...p.unchecked].every((f) => f === 1)).toBe(true);
+    queryVehicles(p, { limit: MAX });
+    expect([...p.unchecked].every((f) => f === 0)).toBe(true);
   });
 });

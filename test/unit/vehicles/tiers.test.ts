@@ -131,16 +131,45 @@ describe("the L2 key", () => {
     const t = setup();
     const env = await envelope(Date.now());
     const p = loadPrepared(env);
-    const data = env.data.slice();
-    // The last item's opening brace: the entry no longer cuts into whole objects.
-    data[p.text.byteOffset - env.data.byteOffset + (p.off[p.count - 1] as number)] = 0x20;
-    await t.putL2({ ...env, data });
+    // The column bytes (under the checksum): refused when it is loaded.
+    const columns = env.data.slice();
+    const at = p.lat.byteOffset - env.data.byteOffset;
+    columns[at] = (columns[at] as number) ^ 1;
+    await t.putL2({ ...env, data: columns });
     const res = await t.get("/v1/vehicles");
     expect(res.status).toBe(200);
     expect(res.headers.get("cache-status")).toContain("gateway-object");
     expect(t.calls.gateway).toBe(1);
     expect(t.calls.logs.some((l) => l.includes("cache_entry_invalid"))).toBe(true);
     expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, gatewayCalls: 1, fills: 1 });
+  });
+
+  it("an entry with a damaged item is found before that item is served: dropped, refilled from the object, replaced in L2", async () => {
+    // Items are checked a block at a time when first served (prepared.ts), not when loaded: the
+    // entry loads, and the request that would serve the damaged item serves the object's copy.
+    const t = setup();
+    const env = await envelope(Date.now());
+    const p = loadPrepared(env);
+    const data = env.data.slice();
+    // The last item's opening brace: the text no longer cuts into whole objects there.
+    data[p.text.byteOffset - env.data.byteOffset + (p.off[p.count - 1] as number)] = 0x20;
+    await t.putL2({ ...env, data });
+    const res = await t.get("/v1/vehicles");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-status")).toContain("gateway-object");
+    expect(JSON.parse(await res.text()).vehicles).toHaveLength(vehicles.length);
+    expect(t.calls.gateway).toBe(1);
+    expect(t.calls.logs.filter((l) => l.includes("snapshot_damaged"))).toHaveLength(1);
+    // One L2 read and load (the damaged copy), one object call and load (the good one).
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, gatewayCalls: 1, fills: 2 });
+    // The object's copy replaced the entry: a new isolate fills from L2 and serves every item.
+    await t.settle();
+    t.deps.memory = newIsolateMemory();
+    const again = await t.get("/v1/vehicles");
+    expect(again.status).toBe(200);
+    expect(again.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
+    expect(JSON.parse(await again.text()).vehicles).toHaveLength(vehicles.length);
+    expect(t.calls.gateway).toBe(1);
   });
 
   it("a fresh entry fills L1 with one read: the next requests are memory hits", async () => {
