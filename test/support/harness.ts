@@ -299,6 +299,8 @@ export interface HealthBody {
   isolate: {
     memoryHits: number;
     cacheHits: number;
+    responseHits: number;
+    responsePuts: number;
     gatewayCalls: number;
     cacheReads: number;
     fills: number;
