@@ -12,6 +12,9 @@ export const JSON_TYPE = "application/json; charset=utf-8";
 
 const SNAPSHOT_ETAG = "x-gateway-snapshot-etag";
 
+/** A body as `new Response` takes it (spelled through Response: the runtimes' type libraries name BodyInit differently). */
+export type ResponseBody = ConstructorParameters<typeof Response>[0];
+
 /**
  * The shape of a stored answer, in the key. Bump it when the bytes of an answer change while the
  * allow-list and the prepared format (already in the snapshot key) stay the same: an entry
@@ -41,7 +44,7 @@ export interface ResponseMeta {
 }
 
 /** The entry to put: `body` as served, cacheable for `keepS` seconds (the TTL left). */
-export function responseEntry(body: BodyInit, meta: ResponseMeta, keepS: number): Response {
+export function responseEntry(body: ResponseBody, meta: ResponseMeta, keepS: number): Response {
   const headers: Record<string, string> = {
     "content-type": JSON_TYPE,
     etag: meta.etag,

@@ -4,7 +4,7 @@
  */
 
 import type { Context } from "hono";
-import { JSON_TYPE } from "../cache/response-entry.ts";
+import { JSON_TYPE, type ResponseBody } from "../cache/response-entry.ts";
 import type { Config } from "../config.ts";
 import { AppError } from "../errors.ts";
 import { fnv1a32 } from "../hash.ts";
@@ -108,7 +108,7 @@ interface Answer {
  * The answer: 304 on a matching If-None-Match, the headers alone for HEAD, else the body, which
  * `body` builds (or hands over) only then; `unsent` lets go of a body that is not sent.
  */
-function respond(c: Context<AppEnv>, a: Answer, body: () => BodyInit | null, unsent?: () => void): Response {
+function respond(c: Context<AppEnv>, a: Answer, body: () => ResponseBody, unsent?: () => void): Response {
   const config = c.get("config");
   const headers = new Headers({
     "cache-status": a.cacheStatus,

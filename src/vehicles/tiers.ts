@@ -16,7 +16,13 @@
  * time while nothing is known to hit (a cold stampede makes one lookup, then joins one fill).
  */
 
-import { type ResponseMeta, responseEntry, responseKeyPrefix, responseMeta } from "../cache/response-entry.ts";
+import {
+  type ResponseBody,
+  type ResponseMeta,
+  responseEntry,
+  responseKeyPrefix,
+  responseMeta,
+} from "../cache/response-entry.ts";
 import {
   type EntryMeta,
   entryMeta,
@@ -399,7 +405,7 @@ function toStore(s: Served, r: ResponseTier | undefined): Served {
  * renders the answer again (a body stream cannot be both sent and stored), only if the write goes
  * ahead. Never rejects.
  */
-export function storeAnswer(t: TierContext, key: string, meta: ResponseMeta, body: () => BodyInit): void {
+export function storeAnswer(t: TierContext, key: string, meta: ResponseMeta, body: () => ResponseBody): void {
   const { deps } = t;
   const cache = deps.cache;
   const now = deps.clock.now();
