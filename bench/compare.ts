@@ -7,8 +7,9 @@
  *
  * Paths default to `/v1/vehicles,/v1/vehicles/VIN` (VIN: the first vehicle's). Pin it as
  * `npm run bench` pins itself: `taskset -c 0 node bench/compare.ts ...` (the load generator goes
- * to core 1). ROUNDS (3) and RUN_S (2.5) in the environment set the length; BYPASS (e.g.
- * `memory,cache`) sends `x-gateway-bypass` with the gateway's requests, to measure a lower tier;
+ * to core 1). ROUNDS (3) and RUN_S (2.5) in the environment set the length; BYPASS sends
+ * `x-gateway-bypass` with the gateway's requests, to measure a lower tier (`memory`: the response
+ * cache; `memory,responses`: L1 filled from the Cache API's snapshot; `memory,cache`: the object);
  * B_BINDINGS (JSON) adds settings to B's gateway (e.g. `{"LOG_REQUESTS":"errors"}` with B = this
  * checkout: the cost of one setting).
  */

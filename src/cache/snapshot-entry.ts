@@ -11,7 +11,8 @@ import type { SnapshotEnvelope } from "../gateway/types.ts";
  */
 export const CACHE_NAME = "sharenow-vehicles-v1";
 
-const FETCHED_AT = "x-gateway-fetched-at";
+/** When the partner answered (epoch ms): every tier judges freshness by it, so every entry carries it. */
+export const FETCHED_AT = "x-gateway-fetched-at";
 const DROPPED = "x-gateway-dropped";
 const COUNT = "x-gateway-count";
 

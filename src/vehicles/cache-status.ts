@@ -22,9 +22,19 @@ export function memoryForward(bypassed: boolean): string {
   return bypassed ? "gateway-memory; fwd=bypass" : "gateway-memory; fwd=miss; stored";
 }
 
+/** L1 passed the request on and stored nothing (the response cache answered): skipped, empty, or stale. */
+export function memoryPassed(l1: "bypass" | "miss" | "stale"): string {
+  return `gateway-memory; fwd=${l1}`;
+}
+
 /** L2 answered: its copy had `ttlS` seconds of TTL left (negative: stale). */
 export function cacheHit(ttlS: number): string {
   return `gateway-cache; hit; ttl=${ttlS}`;
+}
+
+/** L2's response cache answered with a rendered answer, fresh with `ttlS` seconds left. */
+export function responseHit(ttlS: number): string {
+  return `gateway-cache; hit; ttl=${ttlS}; detail=response`;
 }
 
 /**

@@ -11,6 +11,10 @@ interface TierCounters {
   memoryHits: number;
   /** Answers whose snapshot this request read from the Cache API (L2). */
   cacheHits: number;
+  /** Answers passed through from the response cache (rendered answers in L2; their bodies never read). */
+  responseHits: number;
+  /** Rendered answers written to the response cache. */
+  responsePuts: number;
   /** Calls to the gateway object (L3) for a snapshot. */
   gatewayCalls: number;
   /** Cache API reads of a snapshot body (one per fill that found an entry). */
@@ -23,6 +27,19 @@ interface TierCounters {
   takeovers: number;
   staleServed: number;
   notModified: number;
+}
+
+/**
+ * The response cache as this isolate knows it (tiers.ts). Plain values only: the lookup under way
+ * is a flag, never its promise.
+ */
+interface ResponseCacheState {
+  /** A lookup is under way while nothing here is known to hit: other cold requests wait for its outcome. */
+  probing: boolean;
+  /** Epoch ms until which lookups are known to hit (a hit's snapshot is fresh until then): no waiting. */
+  hitsUntil: number;
+  /** Keys being written, with the epoch ms each write started (a few at most): one write per key at a time. */
+  putting: Map<string, number>;
 }
 
 /** A fill of L1 under way in this isolate: plain values only (never a promise shared across requests). */
@@ -54,15 +71,19 @@ export interface IsolateMemory {
    * block at a time): an L2 entry of it is not read again, so the refill comes from the object.
    */
   damagedEtag?: string;
+  responses: ResponseCacheState;
   counters: TierCounters;
 }
 
 export function newIsolateMemory(): IsolateMemory {
   return {
     fillSeq: 0,
+    responses: { probing: false, hitsUntil: 0, putting: new Map() },
     counters: {
       memoryHits: 0,
       cacheHits: 0,
+      responseHits: 0,
+      responsePuts: 0,
       gatewayCalls: 0,
       cacheReads: 0,
       fills: 0,

@@ -10,8 +10,19 @@
  * request ends (DESIGN.md, "Joining concurrent cold requests"). The fill itself runs under the
  * filler's `waitUntil`, so a client that hangs up does not strand the others; a fill that does not
  * finish within FILL_DEADLINE_MS is taken over by a waiter.
+ *
+ * In front of the fill, the response cache (DESIGN.md): rendered answers in L2, looked up only
+ * when L1 has no fresh snapshot and no fill is running, and passed through unread. One lookup at a
+ * time while nothing is known to hit (a cold stampede makes one lookup, then joins one fill).
  */
 
+import {
+  type ResponseBody,
+  type ResponseMeta,
+  responseEntry,
+  responseKeyPrefix,
+  responseMeta,
+} from "../cache/response-entry.ts";
 import {
   type EntryMeta,
   entryMeta,
@@ -40,8 +51,10 @@ import {
   MEMORY_COLLAPSED,
   memoryForward,
   memoryHit,
+  memoryPassed,
   OBJECT_FETCHED,
   objectStale,
+  responseHit,
 } from "./cache-status.ts";
 import { loadPrepared, PREPARED_FORMAT, type Prepared } from "./prepared.ts";
 import { VEHICLE_FIELDS } from "./schema.ts";
@@ -60,6 +73,19 @@ export interface Served {
   error?: ErrorInfo;
   /** Time this request waited for the gateway object (L3), for the request log. */
   gatewayMs?: number;
+  /** The response cache key to store this answer under once rendered (`storeAnswer`): it was looked up, missed, and is fresh. */
+  storeAs?: string;
+}
+
+/** A rendered answer from the response cache: the stored Response, its body not read (passed through). */
+export interface CachedAnswer {
+  tier: "response";
+  response: Response;
+  meta: ResponseMeta;
+  /** Only fresh answers are stored and served. */
+  stale: false;
+  cacheStatus: string;
+  ageS: number;
 }
 
 /** At most one background revalidation per isolate in this window. */
@@ -72,13 +98,31 @@ const REVALIDATE_GUARD_MS = 5_000;
 export const FILL_DEADLINE_MS = 10_000;
 /** Waiters poll isolate memory at these intervals (ms): quick at first, then every 25 ms. */
 const POLL_MS = [1, 2, 4, 8, 16, 25] as const;
+/**
+ * A response cache lookup not finished after this long no longer holds the others back (its
+ * request may have been cancelled): each then looks up for itself. A lookup takes milliseconds.
+ */
+export const PROBE_DEADLINE_MS = 1_000;
+/** The most rendered answers an isolate writes at once. */
+const MAX_PUTS_IN_FLIGHT = 4;
+/** A write older than this no longer counts as in flight (`waitUntil` may have been cut short). */
+const PUT_FORGET_MS = 30_000;
+
+/** Tiers a request skips (benchmarks and tests only): `cache` both kinds of L2 entry, `responses` rendered answers only. */
+export interface Bypass {
+  memory?: boolean;
+  cache?: boolean;
+  responses?: boolean;
+}
 
 export interface TierContext {
   deps: Deps;
   config: Config;
   waitUntil: (p: Promise<unknown>) => void;
   /** Skip tiers (benchmarks and tests of the lower tiers). */
-  bypass?: { memory?: boolean; cache?: boolean };
+  bypass?: Bypass;
+  /** What the request renders (route and canonical query, or the VIN): its response cache key. Absent: none. */
+  view?: string;
   /** Sleeps on this request's own timers (injected: tests may count or shorten waits). */
   sleep?: (ms: number) => Promise<void>;
 }
@@ -100,6 +144,23 @@ export function tierCacheKey(config: Config, version: string = ALLOW_LIST_VERSIO
   return snapshotCacheKey(config.apiUrl, fnv1aHex(config.clientId), version);
 }
 
+/** The response key prefix per configuration (this deploy's version): built once, not per lookup. */
+const responsePrefixes = new WeakMap<Config, string>();
+
+/**
+ * The response cache key of a view: the snapshot key's versioned prefix (an entry of another
+ * allow-list, format or partner is never read) under another path, and the view.
+ */
+export function responseCacheKey(config: Config, view: string, version: string = ALLOW_LIST_VERSION): string {
+  const mine = version === ALLOW_LIST_VERSION;
+  let prefix = mine ? responsePrefixes.get(config) : undefined;
+  if (prefix === undefined) {
+    prefix = responseKeyPrefix(tierCacheKey(config, version));
+    if (mine) responsePrefixes.set(config, prefix);
+  }
+  return prefix + encodeURIComponent(view);
+}
+
 /** What L1 holds: the loaded snapshot (plain typed arrays; no promise). */
 interface MemoryEntry {
   snapshot: Prepared;
@@ -117,21 +178,55 @@ function remember(deps: Deps, p: Prepared): void {
 
 const defaultSleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** The newest snapshot the tiers can give, or an AppError when there is nothing to serve. */
-export async function loadSnapshot(t: TierContext): Promise<Served> {
+/**
+ * The newest answer the tiers can give: a rendered one from the response cache, or a snapshot to
+ * render it from; an AppError when there is nothing to serve.
+ */
+export async function loadTiers(t: TierContext): Promise<Served | CachedAnswer> {
   const { deps } = t;
   const sleep = t.sleep ?? defaultSleep;
 
-  if (t.bypass?.memory) return fill(t, undefined);
+  if (t.bypass?.memory) {
+    // Untracked like its fill: it neither waits for another lookup nor makes others wait.
+    const answers = responseTier(t);
+    const hit = answers && (await fromResponses(t, answers, "bypass"));
+    return hit ?? toStore(await fill(t, undefined), answers);
+  }
+  // The hot path first: a fresh L1 answers before the response cache key is even built.
+  const fresh = fromMemory(t, false, false);
+  if (fresh) return fresh;
 
+  const answers = responseTier(t);
+  // Whether this request has looked up its answer (or has none to look up), and missed it.
+  let looked = answers === undefined;
+  let missed = false;
   let waitedMs = 0;
+  let probeWaitedMs = 0;
   let waitedOn: number | undefined;
   let poll = 0;
   for (;;) {
-    const hit = fromMemory(t, waitedOn !== undefined);
-    if (hit) return hit;
     const state = deps.memory;
     const running = state.fill;
+    // Looked up before a stale L1 is served, never while a fill runs (its waiters are served from L1).
+    const lookUp = answers !== undefined && !looked && !running;
+    const hit = fromMemory(t, waitedOn !== undefined, !lookUp);
+    if (hit) return missed ? toStore(hit, answers) : hit;
+    if (lookUp) {
+      const step = nextLookup(t, probeWaitedMs);
+      if (step === "wait") {
+        const ms = POLL_MS[Math.min(poll++, POLL_MS.length - 1)] as number;
+        await sleep(ms);
+        probeWaitedMs += ms;
+        continue;
+      }
+      looked = true;
+      if (step === "look") {
+        const found = await probe(t, answers);
+        if (found) return found;
+        missed = true;
+      }
+      continue;
+    }
     if (waitedOn !== undefined && running?.seq !== waitedOn && state.lastFill?.seq === waitedOn) {
       // The fill we waited for ended without a servable snapshot: its answer is ours too (one
       // object call for the burst, even when it fails).
@@ -145,7 +240,7 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
     }
     if (!running || waitedMs >= FILL_DEADLINE_MS) {
       if (running) state.counters.takeovers++;
-      return fill(t, undefined);
+      return missed ? toStore(await fill(t, undefined), answers) : fill(t, undefined);
     }
     // Another request of this isolate is filling: wait for it on our own timers.
     waitedOn = running.seq;
@@ -156,11 +251,11 @@ export async function loadSnapshot(t: TierContext): Promise<Served> {
 }
 
 /**
- * L1: this isolate's loaded snapshot when fresh, or when stale within the window (served at once
- * while one refresh runs behind it); undefined when there is none worth serving. `joined`: this
- * request waited for another request's fill.
+ * L1: this isolate's loaded snapshot when fresh, or (with `staleToo`) when stale within the window
+ * (served at once while one refresh runs behind it); undefined when there is none worth serving.
+ * `joined`: this request waited for another request's fill.
  */
-function fromMemory(t: TierContext, joined: boolean): Served | undefined {
+function fromMemory(t: TierContext, joined: boolean, staleToo: boolean): Served | undefined {
   const { deps } = t;
   const window = freshnessWindow(t.config);
   const mem = current(deps);
@@ -169,18 +264,18 @@ function fromMemory(t: TierContext, joined: boolean): Served | undefined {
       deps.memory.counters.joined++;
       return served(t, mem.snapshot, "memory", false, MEMORY_COLLAPSED);
     }
-    return served(t, mem.snapshot, "memory", false, memoryHit(ttlLeft(t, mem.snapshot)));
+    return served(t, mem.snapshot, "memory", false, memoryHit(ttlLeft(t, mem.snapshot.fetchedAt)));
   }
-  if (mem && isServable(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
+  if (staleToo && mem && isServable(mem.snapshot.fetchedAt, deps.clock.now(), window)) {
     // Stale-while-revalidate: serve the stale copy now and refresh behind it, once per isolate.
     revalidate(t, mem.snapshot);
-    return served(t, mem.snapshot, "memory", true, memoryHit(ttlLeft(t, mem.snapshot)));
+    return served(t, mem.snapshot, "memory", true, memoryHit(ttlLeft(t, mem.snapshot.fetchedAt)));
   }
   return undefined;
 }
 
-function ttlLeft(t: TierContext, p: Prepared): number {
-  return Math.round(ttlLeftS(p.fetchedAt, t.deps.clock.now(), freshnessWindow(t.config)));
+function ttlLeft(t: TierContext, fetchedAt: number): number {
+  return Math.round(ttlLeftS(fetchedAt, t.deps.clock.now(), freshnessWindow(t.config)));
 }
 
 function served(t: TierContext, p: Prepared, tier: Tier, stale: boolean, cacheStatus: string): Served {
@@ -209,6 +304,128 @@ function revalidate(t: TierContext, stale: Prepared): void {
       },
       (err: unknown) => deps.log.log("warn", "revalidate_failed", { code: toErrorInfo(err).code }),
     ),
+  );
+}
+
+/** The response cache as a request looks it up. */
+interface ResponseTier {
+  cache: ResponseCache;
+  key: string;
+}
+
+/** Undefined: nothing to look up (no view, no Cache API, skipped, or L2 known to store nothing). */
+function responseTier(t: TierContext): ResponseTier | undefined {
+  const { deps } = t;
+  if (t.view === undefined || !deps.cache || t.bypass?.cache || t.bypass?.responses || l2Dead(deps)) return undefined;
+  return { cache: deps.cache, key: responseCacheKey(t.config, t.view) };
+}
+
+/**
+ * Before a fill: look up this request's answer; or, while another request's lookup is under way
+ * and nothing here is known to hit, wait for its outcome (a hit: then look up too; a miss: it
+ * starts the fill, which this request joins), or skip the lookup when a stale L1 can answer at
+ * once. A lookup that has not ended within PROBE_DEADLINE_MS holds nobody back.
+ */
+function nextLookup(t: TierContext, probeWaitedMs: number): "look" | "wait" | "skip" {
+  const rc = t.deps.memory.responses;
+  if (!rc.probing || rc.hitsUntil > t.deps.clock.now()) return "look";
+  if (current(t.deps)) return "skip";
+  return probeWaitedMs < PROBE_DEADLINE_MS ? "wait" : "look";
+}
+
+/**
+ * One lookup from the fill's side of the loop. While nothing here is known to hit it is a probe:
+ * other cold requests wait for its outcome instead of each looking up. The flag is cleared in the
+ * same turn in which, on a miss, the caller starts the fill, so a waiter sees one or the other.
+ */
+async function probe(t: TierContext, r: ResponseTier): Promise<CachedAnswer | undefined> {
+  const rc = t.deps.memory.responses;
+  const probing = rc.hitsUntil <= t.deps.clock.now();
+  if (probing) rc.probing = true;
+  try {
+    // A snapshot still in L1 here is stale (a fresh one would have answered).
+    return await fromResponses(t, r, current(t.deps) ? "stale" : "miss");
+  } finally {
+    if (probing) rc.probing = false;
+  }
+}
+
+/**
+ * The response cache: this request's rendered answer, if a request of this data centre stored it,
+ * it is fresh, and it is not older than L1's snapshot (skipped or not: this isolate never answers
+ * older than what it holds). Its body is not read here; the route passes it through. Undefined:
+ * render the answer from a snapshot.
+ */
+async function fromResponses(
+  t: TierContext,
+  r: ResponseTier,
+  l1: "bypass" | "miss" | "stale",
+): Promise<CachedAnswer | undefined> {
+  const { deps } = t;
+  const hit = await r.cache.match(r.key).catch((err: unknown) => {
+    deps.log.log("warn", "cache_match_failed", { error: String(err) });
+    return undefined;
+  });
+  if (!hit) return undefined;
+  const meta = responseMeta(hit);
+  const now = deps.clock.now();
+  const window = freshnessWindow(t.config);
+  const floor = current(deps)?.snapshot;
+  if (!meta || !isFresh(meta.fetchedAt, now, window) || (floor && olderThan(meta, floor))) {
+    await hit.body?.cancel();
+    return undefined;
+  }
+  const rc = deps.memory.responses;
+  rc.hitsUntil = Math.max(rc.hitsUntil, meta.fetchedAt + window.ttlMs);
+  deps.memory.counters.responseHits++;
+  return {
+    tier: "response",
+    response: hit,
+    meta,
+    stale: false,
+    cacheStatus: cacheStatus(responseHit(ttlLeft(t, meta.fetchedAt)), memoryPassed(l1)),
+    ageS: ageS(meta.fetchedAt, now),
+  };
+}
+
+/** Rendered from an older snapshot than `p`, or from another one fetched at the same instant. */
+function olderThan(meta: ResponseMeta, p: Prepared): boolean {
+  return meta.fetchedAt < p.fetchedAt || (meta.fetchedAt === p.fetchedAt && meta.snapshotEtag !== p.etag);
+}
+
+/** After a response cache miss: a fresh answer is to be stored once rendered (never a stale one). */
+function toStore(s: Served, r: ResponseTier | undefined): Served {
+  if (r && !s.stale) s.storeAs = r.key;
+  return s;
+}
+
+/**
+ * Writes a rendered answer to the response cache behind the response (`waitUntil`): one write per
+ * key at a time, MAX_PUTS_IN_FLIGHT at most, none where L2 is known to store nothing. `body`
+ * renders the answer again (a body stream cannot be both sent and stored), only if the write goes
+ * ahead. Never rejects.
+ */
+export function storeAnswer(t: TierContext, key: string, meta: ResponseMeta, body: () => ResponseBody): void {
+  const { deps } = t;
+  const cache = deps.cache;
+  const now = deps.clock.now();
+  const keepS = ttlLeftS(meta.fetchedAt, now, freshnessWindow(t.config));
+  const { putting } = deps.memory.responses;
+  for (const [k, at] of putting) if (now - at > PUT_FORGET_MS) putting.delete(k);
+  if (!cache || keepS <= 0 || l2Dead(deps) || putting.has(key) || putting.size >= MAX_PUTS_IN_FLIGHT) return;
+  putting.set(key, now);
+  t.waitUntil(
+    cache
+      .put(key, responseEntry(body(), meta, keepS))
+      .then(
+        () => {
+          deps.memory.counters.responsePuts++;
+        },
+        (err: unknown) => deps.log.log("warn", "cache_put_failed", { error: String(err) }),
+      )
+      .finally(() => {
+        if (putting.get(key) === now) putting.delete(key);
+      }),
   );
 }
 
@@ -265,10 +482,13 @@ interface CacheTier {
 function cacheTier(t: TierContext): CacheTier {
   const { deps } = t;
   const cache = t.bypass?.cache ? undefined : deps.cache;
-  const key = tierCacheKey(t.config);
+  return { cache, key: tierCacheKey(t.config), state: deps.memory.l2?.state, dead: l2Dead(deps) };
+}
+
+/** L2 is known to store nothing (checked within L2_RECHECK_MS): neither read nor written. */
+function l2Dead(deps: Deps): boolean {
   const l2 = deps.memory.l2;
-  const dead = l2?.state === "not-storing" && deps.clock.now() - l2.checkedAt < L2_RECHECK_MS;
-  return { cache, key, state: l2?.state, dead };
+  return l2?.state === "not-storing" && deps.clock.now() - l2.checkedAt < L2_RECHECK_MS;
 }
 
 /**
@@ -310,14 +530,15 @@ async function fromCache(
   if (!p) return undefined;
   deps.memory.counters.fills++;
   if (!t.bypass?.memory) remember(deps, p);
+  const status = cacheHit(ttlLeft(t, p.fetchedAt));
   if (isFresh(p.fetchedAt, deps.clock.now(), window)) {
     deps.memory.counters.cacheHits++;
-    return served(t, p, "cache", false, cacheStatus(cacheHit(ttlLeft(t, p)), memoryForward(!!t.bypass?.memory)));
+    return served(t, p, "cache", false, cacheStatus(status, memoryForward(!!t.bypass?.memory)));
   }
   // Servable but stale, and nothing better here: serve it, refresh behind it.
   revalidate(t, p);
   deps.memory.counters.cacheHits++;
-  return served(t, p, "cache", true, cacheHit(ttlLeft(t, p)));
+  return served(t, p, "cache", true, status);
 }
 
 /** L3: the gateway object, one partner fetch at a time for the world; L2 is written behind the answer. */
@@ -341,7 +562,7 @@ async function fromGateway(
     t.waitUntil(putAndCheck(t, l2.cache, l2.key, res.snapshot, keepMs(freshnessWindow(t.config)) / 1000));
   }
   const status = cacheStatus(
-    res.stale ? objectStale(ttlLeft(t, p), !!res.error) : OBJECT_FETCHED,
+    res.stale ? objectStale(ttlLeft(t, p.fetchedAt), !!res.error) : OBJECT_FETCHED,
     cacheForward({ present: l2.cache !== undefined, notStoring: l2.dead, storing: l2.state === "storing" }),
     memoryForward(!!t.bypass?.memory),
   );

@@ -141,8 +141,8 @@ describe("vehicles endpoint: what reaches the partner", () => {
     expect(h.body.isolate.fills).toBe(counts.vehicles);
   });
 
-  it("with isolate memory bypassed, the Cache API answers: no gateway-object call beyond the first", async () => {
-    const bypass = { headers: { "x-gateway-bypass": "memory" } };
+  it("with isolate memory and rendered answers bypassed, the Cache API's snapshot answers: no gateway-object call beyond the first", async () => {
+    const bypass = { headers: { "x-gateway-bypass": "memory,responses" } };
     const first = await observe("/v1/vehicles?limit=1", bypass);
     expect(first.headers.get("cache-status")).toMatch(/^gateway-object; fwd=miss; stored, gateway-cache; fwd=miss, /);
     await waitFor("the L2 entry", async () => (await cachedFetchedAt()) !== undefined);
@@ -176,15 +176,24 @@ describe("vehicles endpoint: what reaches the partner", () => {
   it("a new isolate in the same data centre is served by the Cache API, not by the partner", async () => {
     const first = await observe("/v1/vehicles?limit=1");
     await waitFor("the L2 entry", async () => (await cachedFetchedAt()) !== undefined);
+    await waitFor("the rendered answer in L2", async () => (await health()).body.isolate.responsePuts === 1);
     resetIsolate();
     advanceClock(5_000);
-    const other = await observe("/v1/vehicles?limit=1");
+    // The same query: the rendered answer, passed through; L1 stays empty.
+    const same = await observe("/v1/vehicles?limit=1");
+    expect(same.headers.get("cache-status")).toMatch(
+      /^gateway-cache; hit; ttl=2[45]; detail=response, gateway-memory; fwd=miss$/,
+    );
+    expect(same.headers.get("etag")).toBe(first.headers.get("etag"));
+    expect(same.text).toBe(first.text);
+    // Another query: the snapshot, which fills L1.
+    const other = await observe("/v1/vehicles?limit=2");
     expect(other.headers.get("cache-status")).toMatch(
       /^gateway-cache; hit; ttl=2[45], gateway-memory; fwd=miss; stored$/,
     );
-    expect(other.headers.get("etag")).toBe(first.headers.get("etag"));
     const again = await observe("/v1/vehicles?limit=1");
     expect(again.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
+    expect(again.headers.get("etag")).toBe(first.headers.get("etag"));
     expect(await sandboxCounts()).toEqual({ token: 1, vehicles: 1, unexpected: 0, steal: 0 });
   });
 });

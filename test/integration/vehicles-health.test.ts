@@ -58,6 +58,8 @@ describe("GET /health", () => {
     expect(h.body.isolate).toEqual({
       memoryHits: 0,
       cacheHits: 0,
+      responseHits: 0,
+      responsePuts: 0,
       gatewayCalls: 0,
       cacheReads: 0,
       fills: 0,

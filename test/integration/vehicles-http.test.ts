@@ -142,12 +142,20 @@ describe("vehicles endpoint: HTTP semantics", () => {
     const maxAge = Number(/max-age=(\d+)/.exec(later.headers.get("cache-control") ?? "")?.[1]);
     expect(maxAge + age).toBe(30);
 
-    // With isolate memory bypassed, this data centre's Cache API answers.
+    // With isolate memory bypassed, this data centre's Cache API answers: the rendered answer the
+    // cold request stored, or (rendered answers skipped too) the snapshot.
     await waitFor("the L2 entry", async () => (await cachedFetchedAt()) !== undefined);
     const l2 = await req("/v1/vehicles?limit=1", { headers: { "x-gateway-bypass": "memory" } });
     expect(l2.status).toBe(200);
-    expect(l2.headers.get("cache-status")).toMatch(/^gateway-cache; hit; ttl=(19|20), gateway-memory; fwd=/);
+    expect(l2.headers.get("cache-status")).toMatch(
+      /^gateway-cache; hit; ttl=(19|20); detail=response, gateway-memory; fwd=bypass$/,
+    );
     expect(Number(l2.headers.get("age"))).toBe(age);
+    const snapshot = await req("/v1/vehicles?limit=1", { headers: { "x-gateway-bypass": "memory,responses" } });
+    expect(snapshot.headers.get("cache-status")).toMatch(
+      /^gateway-cache; hit; ttl=(19|20), gateway-memory; fwd=bypass$/,
+    );
+    expect(Number(snapshot.headers.get("age"))).toBe(age);
 
     // Past the TTL, within the stale window: stale, a negative ttl, and must-revalidate downstream.
     advanceClock(25_000);

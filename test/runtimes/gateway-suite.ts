@@ -46,7 +46,12 @@ export function describeGatewayOn(runtime: Runtime): void {
       // tickMs 0: the fleet stands still, so the brute force below sees what the gateway serves.
       sandbox = await startSandbox({ port: 0, fleetSize: FLEET_SIZE, seed: 23, tickMs: 0 });
       // A TTL longer than this file takes: every count below is exact, no revalidation interferes.
-      proc = await startRuntime(runtime, { ...sandboxSettings(sandbox), VEHICLES_TTL_S: "300" });
+      // The tier bypass only to show the response cache below (L1 answers everything else).
+      proc = await startRuntime(runtime, {
+        ...sandboxSettings(sandbox),
+        VEHICLES_TTL_S: "300",
+        ALLOW_TIER_BYPASS: "true",
+      });
     }, 30_000);
 
     afterAll(async () => {
@@ -66,6 +71,36 @@ export function describeGatewayOn(runtime: Runtime): void {
       expect(c.vehicles.total).toBe(1);
       expect(c.vehicles.served).toBe(1);
       expect(c.unexpected).toBe(0);
+    });
+
+    it("keeps a rendered answer in its response cache (Deno's Cache API, Bun's memory) and passes it through", async () => {
+      // Most of the fleet: an answer that streams (views of the snapshot), stored as it streams.
+      const path = "/v1/vehicles?limit=1999";
+      const plain = await call(path);
+      expect(plain.res.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
+      // Skipping L1: the first such request misses and writes its answer behind it; wait (bounded)
+      // until one is passed through from the runtime's cache.
+      const skipped = await until(
+        "a response cache hit",
+        async () => {
+          const res = await fetch(`${proc.url}${path}`, {
+            headers: { "x-gateway-bypass": "memory" },
+            signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+          });
+          return {
+            status: res.headers.get("cache-status") ?? "",
+            text: await res.text(),
+            etag: res.headers.get("etag"),
+          };
+        },
+        (r) => r.status.includes("detail=response"),
+        10_000,
+      );
+      expect(skipped.status).toMatch(/^gateway-cache; hit; ttl=\d+; detail=response, gateway-memory; fwd=bypass$/);
+      expect(skipped.text).toBe(plain.text);
+      expect(skipped.etag).toBe(plain.res.headers.get("etag"));
+      expect(proc.output()).not.toContain("cache_put_failed");
+      expect(sandbox.counters().vehicles.total).toBe(1);
     });
 
     it("serves GET /v1/vehicles: 200, the whole fleet, allow-listed fields only", async () => {

@@ -87,7 +87,12 @@ describe("createGatewayServer against the sandbox", () => {
     server = createGatewayServer(sandboxSettings(sandbox), { log: capture() });
     const res = await server.fetch(req("/v1/vehicles?limit=2"));
     expect(res.status).toBe(200);
-    await vi.waitFor(() => expect(stored.size).toBe(1));
+    // The snapshot, and the first request's rendered answer (the response cache), each under its path.
+    await vi.waitFor(() => expect(stored.size).toBe(2));
+    expect([...stored.keys()].map((k) => new URL(k).pathname).sort()).toEqual([
+      "/v1/partner-vehicles",
+      "/v1/responses",
+    ]);
     expect(open).toHaveBeenCalledWith("sharenow-vehicles-v1");
   });
 

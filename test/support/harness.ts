@@ -16,6 +16,7 @@ import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import { consoleLogger, MemoryStore, systemClock } from "../../src/runtimes/standard-ports.ts";
 import { newIsolateMemory } from "../../src/vehicles/isolate-memory.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
+import { waitFor } from "./wait.ts";
 
 /** Counters of the sandbox (see sandbox/index.ts `Counters`). */
 export interface SandboxCounters {
@@ -96,6 +97,32 @@ export function tokenBroker(
   return new TokenBroker({ config, fetch: globalThis.fetch, store, clock, log: consoleLogger });
 }
 
+/**
+ * Every key put into a cache of this test file's isolate, where the Worker under test runs too (each
+ * file gets a workerd, and caches, of its own). The Cache API lists no keys, and the rendered
+ * answers are keyed by query: coldStart deletes these. Wrapped by hand, not with vi.spyOn, so that
+ * vi.restoreAllMocks() leaves it in place.
+ */
+const putKeys = new Set<string>();
+/** Puts not settled yet: coldStart lets them land before it deletes, so that none lands after. */
+const pendingPuts = new Set<Promise<unknown>>();
+const realPut = Cache.prototype.put;
+Cache.prototype.put = function put(this: Cache, request: RequestInfo | URL, response: Response): Promise<void> {
+  putKeys.add(request instanceof Request ? request.url : String(request));
+  const p = realPut.call(this, request, response);
+  const settled: Promise<unknown> = p.catch(() => {}).finally(() => pendingPuts.delete(settled));
+  pendingPuts.add(settled);
+  return p;
+};
+
+/** Empties the named cache of every entry put so far (snapshots and rendered answers). */
+async function emptyCache(): Promise<void> {
+  await waitFor("the cache puts under way", () => pendingPuts.size === 0);
+  const cache = await caches.open(CACHE_NAME);
+  await Promise.all([...putKeys].map((key) => cache.delete(key)));
+  putKeys.clear();
+}
+
 /** Everything as on a first deploy: no token, no snapshot, empty caches, fresh isolate, a calm sandbox. */
 export async function coldStart(): Promise<void> {
   vi.restoreAllMocks();
@@ -106,8 +133,7 @@ export async function coldStart(): Promise<void> {
   });
   await abortAllDurableObjects();
   resetIsolate();
-  const config = configFor(env as unknown as Record<string, unknown>);
-  if (!(config instanceof Error)) await (await caches.open(CACHE_NAME)).delete(tierCacheKey(config));
+  await emptyCache();
   await sandbox.tokenTtl(300);
   await sandbox.reset();
 }
@@ -273,6 +299,8 @@ export interface HealthBody {
   isolate: {
     memoryHits: number;
     cacheHits: number;
+    responseHits: number;
+    responsePuts: number;
     gatewayCalls: number;
     cacheReads: number;
     fills: number;

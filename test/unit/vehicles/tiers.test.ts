@@ -12,7 +12,13 @@ import type { Deps, SnapshotSource } from "../../../src/ports.ts";
 import { newIsolateMemory } from "../../../src/vehicles/isolate-memory.ts";
 import { loadPrepared, PREPARED_FORMAT, prepareSnapshot } from "../../../src/vehicles/prepared.ts";
 import { VEHICLE_FIELDS, type Vehicle } from "../../../src/vehicles/schema.ts";
-import { allowListVersion, FILL_DEADLINE_MS, loadSnapshot, tierCacheKey } from "../../../src/vehicles/tiers.ts";
+import {
+  allowListVersion,
+  FILL_DEADLINE_MS,
+  loadTiers,
+  PROBE_DEADLINE_MS,
+  tierCacheKey,
+} from "../../../src/vehicles/tiers.ts";
 import { waitFor } from "../../support/wait.ts";
 
 const vehicles: Vehicle[] = [1, 2, 3].map((i) => ({
@@ -162,14 +168,16 @@ describe("the L2 key", () => {
     expect(t.calls.logs.filter((l) => l.includes("snapshot_damaged"))).toHaveLength(1);
     // One L2 read and load (the damaged copy), one object call and load (the good one).
     expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, gatewayCalls: 1, fills: 2 });
-    // The object's copy replaced the entry: a new isolate fills from L2 and serves every item.
+    // The object's copy replaced the entry: a new isolate fills from L2 and serves every item
+    // (another query than the first: not an answer the response cache holds).
     await t.settle();
     t.deps.memory = newIsolateMemory();
-    const again = await t.get("/v1/vehicles");
+    const again = await t.get(`/v1/vehicles?limit=${vehicles.length}`);
     expect(again.status).toBe(200);
-    expect(again.headers.get("cache-status")).toMatch(/^gateway-cache; hit/);
+    expect(again.headers.get("cache-status")).toMatch(/^gateway-cache; hit; ttl=\d+, gateway-memory/);
     expect(JSON.parse(await again.text()).vehicles).toHaveLength(vehicles.length);
     expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, fills: 1, responseHits: 0 });
   });
 
   it("a fresh entry fills L1 with one read: the next requests are memory hits", async () => {
@@ -233,8 +241,8 @@ describe("one fill per isolate", () => {
       slept += ms;
       await new Promise((r) => setTimeout(r, 0));
     };
-    const served = await Promise.all(Array.from({ length: 5 }, () => loadSnapshot({ ...ctx, sleep })));
-    expect(served.every((s) => s.snapshot.count === vehicles.length)).toBe(true);
+    const served = await Promise.all(Array.from({ length: 5 }, () => loadTiers({ ...ctx, sleep })));
+    expect(served.every((s) => s.tier !== "response" && s.snapshot.count === vehicles.length)).toBe(true);
     // Waited on their own timers up to the deadline, then exactly one took over; the others joined it.
     expect(slept).toBeGreaterThanOrEqual(FILL_DEADLINE_MS);
     expect(t.calls.gateway).toBe(1);
@@ -295,6 +303,9 @@ describe("an honest L2", () => {
     await t.settle();
     expect(t.deps.memory.l2?.state).toBe("not-storing");
     expect(t.calls.logs.filter((l) => l.includes("cache_not_storing"))).toHaveLength(1);
+    // The answer's lookup, the snapshot's read, put and read-back; the rendered answer was not
+    // written (by then the read-back had found the cache dead).
+    expect(fake.calls).toEqual({ put: 1, match: 3 });
     // The next fill (a new snapshot) neither reads nor writes the dead cache, and says why.
     t.deps.memory.snapshot = undefined;
     t.setGateway({ ok: true, snapshot: await envelope(Date.now() + 1), stale: false });
@@ -303,7 +314,7 @@ describe("an honest L2", () => {
       "gateway-object; fwd=miss; stored, gateway-cache; fwd=bypass; detail=not-storing, gateway-memory; fwd=miss; stored",
     );
     await t.settle();
-    expect(fake.calls).toEqual({ put: 1, match: 2 });
+    expect(fake.calls).toEqual({ put: 1, match: 3 });
     expect(t.calls.logs.filter((l) => l.includes("cache_not_storing"))).toHaveLength(1);
     const health = (await (await t.get("/health")).json()) as { isolate: { cacheApi: string } };
     expect(health.isolate.cacheApi).toBe("not-storing");
@@ -323,5 +334,156 @@ describe("an honest L2", () => {
       "gateway-object; fwd=miss; stored, gateway-cache; fwd=miss; stored, gateway-memory; fwd=miss; stored",
     );
     expect(t.calls.logs.some((l) => l.includes("cache_not_storing"))).toBe(false);
+  });
+});
+
+describe("the response cache", () => {
+  /** Counts the lookups of rendered answers and records their writes; `hold` keeps those writes pending. */
+  function watch(t: ReturnType<typeof setup>) {
+    const inner = t.cache;
+    const seen = { lookups: 0, puts: [] as string[] };
+    let held: (() => void)[] | undefined;
+    const isAnswer = (key: string) => new URL(key).pathname === "/v1/responses";
+    t.deps.cache = {
+      match(key) {
+        if (isAnswer(key)) seen.lookups++;
+        return inner.match(key);
+      },
+      async put(key, response) {
+        if (isAnswer(key)) {
+          seen.puts.push(key);
+          const wait = held;
+          if (wait) await new Promise<void>((resolve) => wait.push(resolve));
+        }
+        return inner.put(key, response);
+      },
+    };
+    return {
+      seen,
+      hold: () => {
+        held = [];
+      },
+      release: () => {
+        for (const r of held ?? []) r();
+        held = undefined;
+      },
+    };
+  }
+
+  const RESPONSE_HIT = /^gateway-cache; hit; ttl=(29|30); detail=response, gateway-memory; fwd=miss$/;
+
+  it("a cold stampede with nothing stored: one lookup, then one gateway call and one fill; one write", async () => {
+    const t = setup();
+    const w = watch(t);
+    t.hold();
+    const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
+    await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
+    t.release();
+    const res = await Promise.all(answers);
+    for (const r of res) expect(r.status).toBe(200);
+    expect(w.seen.lookups).toBe(1);
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 1, joined: 199, responseHits: 0 });
+    await t.settle();
+    // Only the request that looked up and missed writes its answer.
+    expect(w.seen.puts).toHaveLength(1);
+    expect(t.deps.memory.counters.responsePuts).toBe(1);
+  });
+
+  it("a new isolate with the answer stored: a concurrent burst is passed through, no gateway call, no fill", async () => {
+    const t = setup();
+    const first = await t.get("/v1/vehicles?limit=2");
+    const body = await first.text();
+    await t.settle();
+    // Another isolate of the same data centre: the same Cache API, nothing in memory.
+    t.deps.memory = newIsolateMemory();
+    const w = watch(t);
+    const res = await Promise.all(Array.from({ length: 100 }, () => t.get("/v1/vehicles?limit=2")));
+    for (const r of res) {
+      expect(r.headers.get("cache-status")).toMatch(RESPONSE_HIT);
+      expect(r.headers.get("etag")).toBe(first.headers.get("etag"));
+      expect(r.headers.get("link")).toBe(first.headers.get("link"));
+      expect(await r.text()).toBe(body);
+    }
+    // One lookup each (one had to find out first; the rest then looked up at once), nothing else.
+    expect(w.seen.lookups).toBe(100);
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ responseHits: 100, gatewayCalls: 0, fills: 0, cacheReads: 0 });
+    expect(t.deps.memory.snapshot).toBeUndefined();
+  });
+
+  it("a stale L1 gives way to a fresh stored answer; other queries are served stale and refreshed", async () => {
+    const t = setup();
+    await t.get("/v1/vehicles?limit=1");
+    await t.settle();
+    // This isolate holds an older snapshot, past the TTL but within the stale window.
+    t.deps.memory = newIsolateMemory();
+    t.deps.memory.snapshot = { snapshot: loadPrepared(await envelope(Date.now() - 40_000)) };
+    const fresh = await t.get("/v1/vehicles?limit=1");
+    expect(fresh.headers.get("cache-status")).toMatch(
+      /^gateway-cache; hit; ttl=\d+; detail=response, gateway-memory; fwd=stale$/,
+    );
+    const other = await t.get("/v1/vehicles?limit=3");
+    expect(other.headers.get("cache-status")).toMatch(/^gateway-memory; hit; ttl=-\d+$/);
+    await t.settle();
+    // Refreshed from the snapshot in L2 (the first request's), behind the stale answer.
+    expect((await t.get("/v1/vehicles?limit=3")).headers.get("cache-status")).toMatch(
+      /^gateway-memory; hit; ttl=(29|30)$/,
+    );
+    expect(t.deps.memory.counters).toMatchObject({ responseHits: 1, staleServed: 1, cacheHits: 1, gatewayCalls: 0 });
+    expect(t.deps.memory.counters.responsePuts).toBe(0);
+  });
+
+  it("writes are bounded: one per key at a time, four at once at most", async () => {
+    const t = setup({ bypass: true });
+    const w = watch(t);
+    w.hold();
+    const skipL1 = { "x-gateway-bypass": "memory" };
+    for (let i = 1; i <= 6; i++) expect((await t.get(`/v1/vehicles?limit=${i}`, skipL1)).status).toBe(200);
+    expect((await t.get("/v1/vehicles?limit=1", skipL1)).status).toBe(200);
+    expect(w.seen.puts).toHaveLength(4);
+    expect(new Set(w.seen.puts).size).toBe(4);
+    w.release();
+    await t.settle();
+    expect(t.deps.memory.counters.responsePuts).toBe(4);
+    // Written: served from the response cache. Not written (the fifth): written now.
+    expect((await t.get("/v1/vehicles?limit=1", skipL1)).headers.get("cache-status")).toContain("detail=response");
+    expect((await t.get("/v1/vehicles?limit=5", skipL1)).headers.get("cache-status")).not.toContain("detail=response");
+    await t.settle();
+    expect(t.deps.memory.counters.responsePuts).toBe(5);
+  });
+
+  it("`responses` skips rendered answers only, `cache` both kinds of L2 entry", async () => {
+    const t = setup({ bypass: true });
+    await t.get("/v1/vehicles?limit=1");
+    await t.settle();
+    const w = watch(t);
+    const status = async (tiers: string) =>
+      (await t.get("/v1/vehicles?limit=1", { "x-gateway-bypass": tiers })).headers.get("cache-status");
+    expect(await status("memory")).toMatch(
+      /^gateway-cache; hit; ttl=\d+; detail=response, gateway-memory; fwd=bypass$/,
+    );
+    expect(await status("memory,responses")).toMatch(/^gateway-cache; hit; ttl=\d+, gateway-memory; fwd=bypass$/);
+    expect(await status("memory,cache")).toMatch(/^gateway-object; fwd=miss; stored, gateway-cache; fwd=bypass, /);
+    expect(w.seen.lookups).toBe(1);
+  });
+
+  it("a lookup that never ends holds the other cold requests back for PROBE_DEADLINE_MS at most", async () => {
+    const t = setup();
+    // A lookup whose request was cancelled: its flag is never cleared by it.
+    t.deps.memory.responses.probing = true;
+    let slept = 0;
+    const ctx = { deps: t.deps, config: t.config, waitUntil: () => {}, view: "vehicles?limit=1" };
+    const sleep = async (ms: number) => {
+      slept += ms;
+      await new Promise((r) => setTimeout(r, 0));
+    };
+    const served = await Promise.all(Array.from({ length: 5 }, () => loadTiers({ ...ctx, sleep })));
+    expect(served.every((s) => s.tier !== "response" && s.snapshot.count === vehicles.length)).toBe(true);
+    expect(slept).toBeGreaterThanOrEqual(5 * PROBE_DEADLINE_MS);
+    // Then each looked up for itself (all missed): one fill, which the others joined or found done.
+    expect(t.calls.gateway).toBe(1);
+    expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 1, takeovers: 0 });
+    expect(t.deps.memory.responses.probing).toBe(false);
   });
 });
