@@ -8,7 +8,7 @@ import { fnv1aHex, sha256Base64 } from "../hash.ts";
 import { ifNoneMatchMatches } from "../http/conditional.ts";
 import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
-import { buildOpenApiDocument } from "../vehicles/openapi.ts";
+import { openApiJson } from "../vehicles/openapi-document.ts";
 import { DOCS_STYLE, renderDocsPage } from "./page.ts";
 
 /**
@@ -37,7 +37,7 @@ function fnv1a(s: string): string {
 function renderedFor(maxLimit: number): Rendered {
   const hit = rendered.get(maxLimit);
   if (hit) return hit;
-  const json = JSON.stringify(buildOpenApiDocument({ maxLimit }));
+  const json = openApiJson(maxLimit);
   const entry: Rendered = { json, jsonEtag: fnv1a(json) };
   rendered.set(maxLimit, entry);
   return entry;

@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
+import { generatedModule } from "../../../scripts/gen-openapi.ts";
 import { ERROR_STATUS } from "../../../src/errors.ts";
 import { buildOpenApiDocument } from "../../../src/vehicles/openapi.ts";
+import { openApiJson } from "../../../src/vehicles/openapi-document.ts";
 import { vehicleQueryParameters } from "../../../src/vehicles/query.ts";
 import { VEHICLE_FIELDS } from "../../../src/vehicles/schema.ts";
 
@@ -58,7 +60,7 @@ describe("buildOpenApiDocument", () => {
     expect(Object.keys(vehicle.properties).sort()).toEqual([...VEHICLE_FIELDS].sort());
     expect(vehicle.properties).not.toHaveProperty("fuelCardPin");
     expect(JSON.stringify(doc)).not.toContain("fuelCardPin");
-    expect(vehicle.required.sort()).toEqual(["position", "vin"]);
+    expect([...vehicle.required].sort()).toEqual(["position", "vin"]);
     expect(vehicle.properties.transmissionType.enum).toEqual(["GA", "GM"]);
     expect(vehicle.properties.vin.pattern).toBe("^[A-HJ-NPR-Z0-9]{17}$");
     expect(vehicle.properties.position.properties.latitude).toMatchObject({
@@ -144,12 +146,12 @@ describe("buildOpenApiDocument", () => {
       "title",
       "type",
     ]);
-    expect(problem.properties.code.enum.sort()).toEqual(Object.keys(ERROR_STATUS).sort());
+    expect([...problem.properties.code.enum].sort()).toEqual(Object.keys(ERROR_STATUS).sort());
   });
 
   it("the list schema refers to Vehicle and carries count, total, fetchedAt, stale", () => {
     const list = doc.components.schemas.VehicleList;
-    expect(list.required.sort()).toEqual(["count", "fetchedAt", "stale", "total", "vehicles"]);
+    expect([...list.required].sort()).toEqual(["count", "fetchedAt", "stale", "total", "vehicles"]);
     expect(JSON.stringify(list.properties.vehicles)).toContain("#/components/schemas/Vehicle");
     expect(list.$defs).toBeUndefined();
     expect(list.properties.fetchedAt.format).toBe("date-time");
@@ -170,5 +172,20 @@ describe("buildOpenApiDocument", () => {
       "Link",
       "Retry-After",
     ]);
+  });
+});
+
+describe("the document the Worker serves (src/vehicles/openapi.generated.ts)", () => {
+  it("is what the builder makes now, for any VEHICLES_MAX_LIMIT: run `npm run gen:openapi` after a change", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const { fileURLToPath } = await import("node:url");
+    const file = fileURLToPath(new URL("../../../src/vehicles/openapi.generated.ts", import.meta.url).href);
+    const fresh = (await readFile(file, "utf8")) === generatedModule();
+    expect(fresh, "src/vehicles/openapi.generated.ts is stale: run npm run gen:openapi").toBe(true);
+    for (const maxLimit of [1, 750, 5000, 50000]) {
+      expect(openApiJson(maxLimit) === JSON.stringify(buildOpenApiDocument({ maxLimit })), `maxLimit ${maxLimit}`).toBe(
+        true,
+      );
+    }
   });
 });
