@@ -181,10 +181,11 @@ export function gatewayBindings(sb: Sandbox, extra: Record<string, string> = {})
     VEHICLES_MAX_LIMIT: "5000",
     CORS_ORIGINS: "",
     GATEWAY_LOCATION_HINT: "weur",
+    // As wrangler.toml too (the Workers deployment's setting; the code's default, for Deno and
+    // Bun, is `all`): `BENCH_LOG_REQUESTS=all npm run bench` measures with a line per request.
+    LOG_REQUESTS: process.env.BENCH_LOG_REQUESTS ?? "errors",
     // Benchmarks only: lets `x-gateway-bypass` reach the lower tiers.
     ALLOW_TIER_BYPASS: "true",
-    // The production default is `all`; `BENCH_LOG_REQUESTS=errors npm run bench` measures without the line.
-    LOG_REQUESTS: process.env.BENCH_LOG_REQUESTS ?? "all",
     ...extra,
   };
 }
