@@ -194,15 +194,24 @@ describe("the L2 key", () => {
   });
 });
 
+/**
+ * 200 concurrent cold requests (the full page and `limit=2`), the gateway held until the first
+ * call reached it, then released: their answers, all checked 200.
+ */
+async function coldBurst(t: ReturnType<typeof setup>): Promise<Response[]> {
+  t.hold();
+  const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
+  await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
+  t.release();
+  const res = await Promise.all(answers);
+  for (const r of res) expect(r.status).toBe(200);
+  return res;
+}
+
 describe("one fill per isolate", () => {
   it("200 concurrent cold requests: one gateway call, one load; the rest wait and are served from memory", async () => {
     const t = setup();
-    t.hold();
-    const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
-    await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
-    t.release();
-    const res = await Promise.all(answers);
-    for (const r of res) expect(r.status).toBe(200);
+    const res = await coldBurst(t);
     expect(t.calls.gateway).toBe(1);
     expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 1, joined: 199, takeovers: 0 });
     const statuses = new Set(res.map((r) => r.headers.get("cache-status")));
@@ -375,12 +384,7 @@ describe("the response cache", () => {
   it("a cold stampede with nothing stored: one lookup, then one gateway call and one fill; one write", async () => {
     const t = setup();
     const w = watch(t);
-    t.hold();
-    const answers = Array.from({ length: 200 }, (_, i) => t.get(i % 2 ? "/v1/vehicles" : "/v1/vehicles?limit=2"));
-    await waitFor("the one gateway call", () => t.waitingCalls() === 1, 2_000, 1);
-    t.release();
-    const res = await Promise.all(answers);
-    for (const r of res) expect(r.status).toBe(200);
+    await coldBurst(t);
     expect(w.seen.lookups).toBe(1);
     expect(t.calls.gateway).toBe(1);
     expect(t.deps.memory.counters).toMatchObject({ gatewayCalls: 1, fills: 1, joined: 199, responseHits: 0 });
