@@ -447,6 +447,8 @@ function fill(t: TierContext, notOlderThan: number | undefined): Promise<Served>
         if (state.fill?.seq === seq) state.fill = undefined;
         state.lastFill = { seq };
       }
+      // A stale copy from L2 (nothing better there): refresh behind it (stale-while-revalidate).
+      if (r.stale && r.tier === "cache") revalidate(t, r.snapshot);
       return r;
     },
     (err: unknown) => {
@@ -535,8 +537,8 @@ async function fromCache(
     deps.memory.counters.cacheHits++;
     return served(t, p, "cache", false, cacheStatus(status, memoryForward(!!t.bypass?.memory)));
   }
-  // Servable but stale, and nothing better here: serve it, refresh behind it.
-  revalidate(t, p);
+  // Servable but stale, and nothing better here: serve it; `fill` refreshes behind it once this
+  // fill is over (a refresh started here would find this fill running and not start).
   deps.memory.counters.cacheHits++;
   return served(t, p, "cache", true, status);
 }

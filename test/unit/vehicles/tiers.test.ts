@@ -180,6 +180,23 @@ describe("the L2 key", () => {
     expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, fills: 1, responseHits: 0 });
   });
 
+  it("a stale entry (nothing better in L2) is served, and the filling request refreshes behind it", async () => {
+    const t = setup();
+    // Past the TTL (30 s), within the stale window (300 s).
+    await t.putL2(await envelope(Date.now() - 60_000));
+    const res = await t.get("/v1/vehicles?limit=1");
+    expect(res.status).toBe(200);
+    expect(res.headers.get("cache-status")).toMatch(/^gateway-cache; hit; ttl=-?\d+/);
+    expect(JSON.parse(await res.text()).stale).toBe(true);
+    // The refresh runs under the request's waitUntil: one gateway call, a fresh L1.
+    await t.settle();
+    expect(t.calls.gateway).toBe(1);
+    const next = await t.get("/v1/vehicles?limit=1");
+    expect(next.headers.get("cache-status")).toMatch(/^gateway-memory; hit/);
+    expect(JSON.parse(await next.text()).stale).toBe(false);
+    expect(t.deps.memory.counters).toMatchObject({ cacheReads: 1, gatewayCalls: 1, fills: 2 });
+  });
+
   it("a fresh entry fills L1 with one read: the next requests are memory hits", async () => {
     const t = setup();
     await t.putL2(await envelope(Date.now()));
