@@ -197,6 +197,9 @@ export async function loadTiers(t: TierContext): Promise<Served | CachedAnswer> 
   if (fresh) return fresh;
 
   const answers = responseTier(t);
+  // Fills numbered above this one started after this request began: ones it waits for, even while
+  // it waits for another request's lookup and never sees them running.
+  const began = deps.memory.fillSeq;
   // Whether this request has looked up its answer (or has none to look up), and missed it.
   let looked = answers === undefined;
   let missed = false;
@@ -207,10 +210,17 @@ export async function loadTiers(t: TierContext): Promise<Served | CachedAnswer> 
   for (;;) {
     const state = deps.memory;
     const running = state.fill;
+    const ended = state.lastFill;
+    // The last fill to end is one this request waited for: it saw it running, or it started while
+    // this request waited for another request's lookup.
+    const endedOurs = ended !== undefined && (ended.seq === waitedOn || ended.seq > began);
     // Looked up before a stale L1 is served, never while a fill runs (its waiters are served from L1).
     const lookUp = answers !== undefined && !looked && !running;
-    const hit = fromMemory(t, waitedOn !== undefined, !lookUp);
+    const hit = fromMemory(t, waitedOn !== undefined || endedOurs, !lookUp);
     if (hit) return missed ? toStore(hit, answers) : hit;
+    // It ended without a servable snapshot: its answer is ours too (one object call for the
+    // burst, even when it fails).
+    if (endedOurs && ended.error) throw AppError.fromInfo(ended.error);
     if (lookUp) {
       const step = nextLookup(t, probeWaitedMs);
       if (step === "wait") {
@@ -226,12 +236,6 @@ export async function loadTiers(t: TierContext): Promise<Served | CachedAnswer> 
         missed = true;
       }
       continue;
-    }
-    if (waitedOn !== undefined && running?.seq !== waitedOn && state.lastFill?.seq === waitedOn) {
-      // The fill we waited for ended without a servable snapshot: its answer is ours too (one
-      // object call for the burst, even when it fails).
-      const err = state.lastFill.error;
-      if (err) throw AppError.fromInfo(err);
     }
     if (running && running.seq !== waitedOn) {
       // A fill we have not waited for yet (the first, or one that took over): its own deadline.
