@@ -249,8 +249,6 @@ export function createApp(): Hono<AppEnv> {
   const guard: MiddlewareHandler<AppEnv> = async (c, next) => {
     // A preflight carries no credentials (Fetch standard, CORS-preflight request).
     if (c.req.method === "OPTIONS") return next();
-    // Neither keys nor a limiter: nothing to check (no header read, no await).
-    if (!c.get("config").apiKeys && !c.env.deps.rateLimit) return next();
     const { caller, key } = await authenticate(c);
     if (key === "invalid") {
       throw new AppError("unauthorized", {
