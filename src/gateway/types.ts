@@ -52,7 +52,8 @@ export type SnapshotResult =
   | { ok: true; snapshot: SnapshotEnvelope; stale: boolean; error?: ErrorInfo }
   | { ok: false; error: ErrorInfo };
 
-interface GatewayCounters {
+/** The gateway object's counters (its /health status). */
+export interface GatewayCounters {
   tokenRequests: number;
   partnerRequests: number;
   partnerFailures: number;

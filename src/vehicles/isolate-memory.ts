@@ -6,7 +6,7 @@
 import type { ErrorInfo } from "../errors.ts";
 
 /** Hits and misses per tier, as seen by one isolate (reported by /health). */
-interface TierCounters {
+export interface TierCounters {
   /** Answers from isolate memory (L1), including those that waited for another request's fill. */
   memoryHits: number;
   /** Answers whose snapshot this request read from the Cache API (L2). */

@@ -9,12 +9,13 @@ import { beforeEach, vi } from "vitest";
 import type { FaultsSpec } from "../../sandbox/index.ts";
 import { CACHE_NAME } from "../../src/cache/snapshot-entry.ts";
 import { type Config, configFor } from "../../src/config.ts";
+import type { GatewayCounters } from "../../src/gateway/types.ts";
 import { TokenBroker } from "../../src/oauth/token-broker.ts";
 import type { Clock, Deps, KeyValueStore } from "../../src/ports.ts";
 import { GATEWAY_NAME } from "../../src/runtimes/cloudflare/gateway-stub.ts";
 import { resetIsolate } from "../../src/runtimes/cloudflare/isolate.ts";
 import { consoleLogger, MemoryStore, systemClock } from "../../src/runtimes/standard-ports.ts";
-import { newIsolateMemory } from "../../src/vehicles/isolate-memory.ts";
+import { newIsolateMemory, type TierCounters } from "../../src/vehicles/isolate-memory.ts";
 import { tierCacheKey } from "../../src/vehicles/tiers.ts";
 import { waitFor } from "./wait.ts";
 
@@ -286,30 +287,9 @@ export interface HealthBody {
     };
     snapshot: { fetchedAt?: number; ageS?: number; count?: number };
     breaker: { state: string; retryAt?: number };
-    counters: {
-      tokenRequests: number;
-      partnerRequests: number;
-      partnerFailures: number;
-      snapshotServed: number;
-      snapshotFetches: number;
-      droppedVehicles: number;
-      feedRequests?: number;
-    };
+    counters: GatewayCounters;
   };
-  isolate: {
-    memoryHits: number;
-    cacheHits: number;
-    responseHits: number;
-    responsePuts: number;
-    gatewayCalls: number;
-    cacheReads: number;
-    fills: number;
-    joined: number;
-    takeovers: number;
-    staleServed: number;
-    notModified: number;
-    cacheApi: "unknown" | "storing" | "not-storing";
-  };
+  isolate: TierCounters & { cacheApi: "unknown" | "storing" | "not-storing" };
 }
 
 /** GET /health through `observe`, parsed. */
