@@ -45,6 +45,8 @@ export interface LoadResult {
   p90: number;
   p99: number;
   max: number;
+  /** Time to the first byte of the answer, over all answered requests, ms (burst: min, p50, p99). */
+  ttfb: { min: number; p50: number; p99: number };
   /** Body bytes received. */
   bytes: number;
   statusCodes: Record<string, number>;
@@ -91,6 +93,8 @@ class Conn {
   closed = false;
   idleSince = 0;
   startedAt = 0;
+  /** When the first byte of the current answer arrived (0: none yet). */
+  firstByteAt = 0;
 
   constructor(
     host: string,
@@ -127,6 +131,7 @@ class Conn {
   send(dueAt: number): void {
     this.busy = true;
     this.startedAt = dueAt;
+    this.firstByteAt = 0;
     this.#head = Buffer.alloc(0);
     this.#inBody = false;
     this.#bodyBytes = 0;
@@ -153,6 +158,7 @@ class Conn {
 
   #data(d: Buffer): void {
     if (!this.busy) return;
+    if (this.firstByteAt === 0) this.firstByteAt = performance.now();
     let buf = d;
     if (!this.#inBody) {
       this.#head = this.#head.length === 0 ? buf : Buffer.concat([this.#head, buf]);
@@ -248,6 +254,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const durationMs = (spec.durationS ?? 5) * 1000;
 
   const latencies: number[] = [];
+  const firstBytes: number[] = [];
   const statusCodes: Record<string, number> = {};
   let ok = 0;
   let non2xx = 0;
@@ -279,6 +286,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
       void replace(c);
     } else {
       latencies.push(now() - c.startedAt);
+      firstBytes.push(c.firstByteAt - c.startedAt);
       statusCodes[status] = (statusCodes[status] ?? 0) + 1;
       if (status >= 200 && status < 300) ok++;
       else {
@@ -381,6 +389,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   for (const c of conns) c.close();
 
   const sorted = Float64Array.from(latencies).sort();
+  const sortedFirst = Float64Array.from(firstBytes).sort();
   const durationS = elapsedMs / 1000;
   return {
     requests: latencies.length,
@@ -394,6 +403,7 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     p90: percentile(sorted, 90),
     p99: percentile(sorted, 99),
     max: percentile(sorted, 100),
+    ttfb: { min: percentile(sortedFirst, 0), p50: percentile(sortedFirst, 50), p99: percentile(sortedFirst, 99) },
     bytes,
     statusCodes,
     clientCpuS: (cpu.user + cpu.system) / 1e6,

@@ -346,6 +346,8 @@ interface Stampede {
   p50: number;
   p99: number;
   max: number;
+  /** Time to first byte, ms: the first answer's is the cold path (token, partner, fills). */
+  ttfb: LoadResult["ttfb"];
   durationS: number;
   tokenRequests: number;
   partnerRequests: number;
@@ -422,6 +424,7 @@ export async function stampede(bundle: Bundle, sb: Sandbox, path = "/v1/vehicles
       p50: r.p50,
       p99: r.p99,
       max: r.max,
+      ttfb: r.ttfb,
       durationS: r.durationS,
       tokenRequests: c.token.total,
       partnerRequests: c.vehicles.total,

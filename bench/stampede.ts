@@ -37,6 +37,7 @@ try {
         [
           `run ${i + 1}: ${st.ok}/${st.requests} ok`,
           `p50 ${st.p50.toFixed(0)} ms, p99 ${st.p99.toFixed(0)} ms, max ${st.max.toFixed(0)} ms`,
+          `first byte min ${st.ttfb.min.toFixed(0)} ms, p50 ${st.ttfb.p50.toFixed(0)} ms, p99 ${st.ttfb.p99.toFixed(0)} ms`,
           `workerd CPU ${st.serverCpuS.toFixed(2)} s, client CPU ${st.clientCpuS.toFixed(2)} s, ${st.durationS.toFixed(2)} s in all`,
           `RSS peak ${(st.rssPeakBytes / 2 ** 20).toFixed(0)} MiB (VmHWM ${(st.hwmBytes / 2 ** 20).toFixed(0)})`,
           `token ${st.tokenRequests} + partner ${st.partnerRequests}`,

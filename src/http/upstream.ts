@@ -57,12 +57,60 @@ export async function fetchUpstream(
   }
 }
 
+/** The first buffer when no usable Content-Length says how much to expect. */
+const FIRST_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Reads the body into one buffer and decodes it once. A BYOB reader fills the buffer in a few
+ * large reads (workerd: 3 reads for 8.8 MB, 23-40 ms of CPU); the default reader hands over
+ * about 2,200 chunks of 4 KB, each a promise and a decode into a string rope (83-130 ms, and
+ * JSON.parse then flattens the rope). The buffer starts at the declared length plus one byte (the
+ * read that sees the end needs room) and only grows when the body runs past it, never beyond
+ * `maxBytes` + 1: the byte past the cap is what tells a body over it. Content-Length is only a
+ * size hint here; the cap is counted on the bytes received (a decoded body may differ from it).
+ */
 async function readCapped(res: Response, maxBytes: number): Promise<string> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const decoder = new TextDecoder();
+  const body = res.body;
+  if (!body) return "";
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = body.getReader({ mode: "byob" });
+  } catch {
+    // A runtime whose fetch body is not a byte stream.
+    return readChunks(body, maxBytes);
+  }
+  const declared = Number(res.headers.get("content-length") ?? Number.NaN);
+  const limit = maxBytes + 1;
+  let buffer = new ArrayBuffer(
+    Number.isSafeInteger(declared) && declared >= 0
+      ? Math.min(declared + 1, limit)
+      : Math.min(FIRST_BUFFER_BYTES, limit),
+  );
   let size = 0;
-  let out = "";
+  for (;;) {
+    if (size === buffer.byteLength) {
+      const grown = new ArrayBuffer(Math.min(Math.max(size * 2, FIRST_BUFFER_BYTES), limit));
+      new Uint8Array(grown).set(new Uint8Array(buffer, 0, size));
+      buffer = grown;
+    }
+    const { done, value } = await reader.read(new Uint8Array(buffer, size));
+    // The view handed in is transferred: its buffer comes back in `value`.
+    if (value) buffer = value.buffer as ArrayBuffer;
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new UpstreamError("too_large");
+    }
+  }
+  return new TextDecoder().decode(new Uint8Array(buffer, 0, size));
+}
+
+/** The same with a default reader: chunks collected, decoded once. */
+async function readChunks(body: ReadableStream<Uint8Array>, maxBytes: number): Promise<string> {
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
@@ -71,9 +119,15 @@ async function readCapped(res: Response, maxBytes: number): Promise<string> {
       await reader.cancel().catch(() => {});
       throw new UpstreamError("too_large");
     }
-    out += decoder.decode(value, { stream: true });
+    chunks.push(value);
   }
-  return out + decoder.decode();
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.byteLength;
+  }
+  return new TextDecoder().decode(all);
 }
 
 /**
