@@ -68,6 +68,10 @@ function percentile(sorted: Float64Array, p: number): number {
   return sorted[i] as number;
 }
 
+/** The one read buffer of every connection (see Conn.open). */
+const READ_BUFFER_BYTES = 1 << 20;
+const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+
 /** One keep-alive connection: send a request, parse just enough of the answer to know its end. */
 class Conn {
   readonly #host: string;
@@ -110,13 +114,26 @@ class Conn {
 
   open(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const s = connect({ host: this.#host, port: this.#port, noDelay: true });
+      // Reads land in one buffer shared by every connection (`onread`): no Buffer allocated per
+      // read, and reads of up to READ_BUFFER_BYTES. #data handles each read before the next one
+      // and copies what it keeps (an incomplete head).
+      const s = connect({
+        host: this.#host,
+        port: this.#port,
+        noDelay: true,
+        onread: {
+          buffer: readBuffer,
+          callback: (n: number, buf: Uint8Array): boolean => {
+            this.#data(Buffer.from(buf.buffer, buf.byteOffset, n));
+            return true;
+          },
+        },
+      });
       this.#socket = s;
       s.once("connect", () => {
         this.idleSince = performance.now();
         resolve();
       });
-      s.on("data", (d: Buffer) => this.#data(d));
       s.on("error", (err) => {
         if (!this.busy) reject(err);
         this.#fail();
@@ -161,11 +178,16 @@ class Conn {
     if (this.firstByteAt === 0) this.firstByteAt = performance.now();
     let buf = d;
     if (!this.#inBody) {
-      this.#head = this.#head.length === 0 ? buf : Buffer.concat([this.#head, buf]);
-      const end = this.#head.indexOf(CRLFCRLF);
-      if (end < 0) return;
-      const head = this.#head.subarray(0, end).toString("latin1");
-      buf = this.#head.subarray(end + 4);
+      const source = this.#head.length === 0 ? buf : Buffer.concat([this.#head, buf]);
+      const end = source.indexOf(CRLFCRLF);
+      if (end < 0) {
+        // Kept as a copy: `d` is the shared read buffer, overwritten by the next read.
+        this.#head = source === buf ? Buffer.from(buf) : source;
+        return;
+      }
+      this.#head = Buffer.alloc(0);
+      const head = source.subarray(0, end).toString("latin1");
+      buf = source.subarray(end + 4);
       const lines = head.split("\r\n");
       this.#status = Number(lines[0]?.split(" ")[1]);
       let length = -1;
