@@ -187,7 +187,7 @@ function respondRendered(
   t: TierContext,
   s: Served,
   { etag, link }: Pick<Answer, "etag" | "link">,
-  body: () => Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>>,
+  body: () => Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>> | Blob,
 ): Response {
   if (s.storeAs !== undefined) {
     const meta = { fetchedAt: s.snapshot.fetchedAt, snapshotEtag: s.snapshot.etag, etag };
@@ -227,7 +227,11 @@ export function vehicleRoutes(): Hono<AppEnv> {
     // RFC 8288: the next page, as a URI reference relative to this one.
     const link = next === undefined ? undefined : `<${next}>; rel="next"`;
     return respondRendered(c, t, s, { etag, link }, () =>
-      vehiclesBody(s.snapshot, result, { stale: s.stale, ...(next === undefined ? {} : { next }) }),
+      vehiclesBody(s.snapshot, result, {
+        stale: s.stale,
+        ...(next === undefined ? {} : { next }),
+        keep: `${s.stale ? "stale" : "fresh"}|${canonical}`,
+      }),
     );
   });
 

@@ -167,7 +167,7 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
         expect(body).toBeInstanceOf(whole.length > chunk ? ReadableStream : Uint8Array);
         const pieces: Uint8Array[] = [];
         if (body instanceof ReadableStream) for await (const piece of body) pieces.push(piece);
-        else pieces.push(body);
+        else pieces.push(body as Uint8Array);
         // Pieces of `chunk` bytes, the last one shorter, however many items and separators the
         // answer is made of (a filtered answer is thousands of small parts).
         expect(pieces.length).toBe(Math.ceil(whole.length / chunk));
@@ -183,6 +183,37 @@ describe("the prepared snapshot against brute force (byte for byte)", () => {
       expect(small).toBeInstanceOf(Uint8Array);
     }
     expect(Buffer.compare(snapshot.text, textBefore)).toBe(0);
+  });
+
+  it("an unfiltered page named by `keep` is one Blob per snapshot, answered again as it is, within the text's size", async () => {
+    const opts = (keep: string) => ({ stale: false, next: "/v1/vehicles?cursor=x", keep });
+    const page = (limit: number) => queryVehicles(snapshot, parseVehicleQuery(`?limit=${limit}`, { maxLimit: MAX }));
+    const range = 1024;
+    const first = vehiclesBody(snapshot, page(400), opts("fresh|limit=400"), 4096, Infinity, range);
+    expect(first).toBeInstanceOf(Blob);
+    expect(
+      Buffer.compare(
+        Buffer.from(await (first as Blob).arrayBuffer()),
+        serializeVehicles(snapshot, page(400), opts("")),
+      ),
+    ).toBe(0);
+    // The same key: the same Blob, not built again.
+    expect(vehiclesBody(snapshot, page(400), opts("fresh|limit=400"), 4096, Infinity, range)).toBe(first);
+    // Another key: another Blob, while the kept bodies stay within the snapshot's text size.
+    const other = vehiclesBody(snapshot, page(399), opts("fresh|limit=399"), 4096, Infinity, range);
+    expect(other).toBeInstanceOf(Blob);
+    expect(other).not.toBe(first);
+    const full = page(MAX);
+    const fullBytes = serializeVehicles(snapshot, full, opts("")).length;
+    // Past the budget (two pages near the whole fleet's size): streamed as before, not kept.
+    expect(fullBytes + (first as Blob).size + (other as Blob).size).toBeGreaterThan(snapshot.text.length);
+    const over = vehiclesBody(snapshot, full, opts(`fresh|limit=${MAX}`), 4096, Infinity, range);
+    expect(over).toBeInstanceOf(ReadableStream);
+    await (over as ReadableStream).cancel();
+    // Without `keep` (or for a filtered answer) nothing is kept.
+    const unkept = vehiclesBody(snapshot, page(400), { stale: false }, 4096, Infinity, range);
+    expect(unkept).toBeInstanceOf(ReadableStream);
+    await (unkept as ReadableStream).cancel();
   });
 
   it("a long range of the text streams as one view of it, between a copied head and tail", async () => {
