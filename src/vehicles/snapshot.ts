@@ -375,10 +375,12 @@ const streamEnded = () => {
  * CPU per request, 816 KB / 2 MB): a Blob 529-603 / 806-1,034 µs, a head, one view and a tail
  * streamed 705-726 / 1,351-1,489, a fresh string 790-944 / 1,685-2,070, a Blob concatenated per
  * request 1,224-1,396 at 816 KB. At most BODY_BLOBS_PER_SNAPSHOT bodies, holding together no more
- * bytes than the snapshot's text, so they at most double what a snapshot's text costs an isolate;
- * they go with the snapshot (a WeakMap).
+ * than the snapshot's text and BODY_BLOBS_SLACK (the whole fleet as one page is its text plus a head
+ * and a tail), so they about double what a snapshot's text costs an isolate; they go with the
+ * snapshot (a WeakMap).
  */
 const BODY_BLOBS_PER_SNAPSHOT = 8;
+const BODY_BLOBS_SLACK = 64 * 1024;
 const bodyBlobs = new WeakMap<Prepared, { bytes: number; byKey: Map<string, Blob> }>();
 
 /**
@@ -402,7 +404,7 @@ export function vehiclesBody(
   if (b.length <= threshold && longest < viewMin) return b.build();
   if (opts.keep !== undefined && longest >= viewMin) {
     const blobs = kept ?? { bytes: 0, byKey: new Map<string, Blob>() };
-    if (blobs.byKey.size < BODY_BLOBS_PER_SNAPSHOT && blobs.bytes + b.length <= p.text.length) {
+    if (blobs.byKey.size < BODY_BLOBS_PER_SNAPSHOT && blobs.bytes + b.length <= p.text.length + BODY_BLOBS_SLACK) {
       const blob = new Blob([b.build()]);
       blobs.byKey.set(opts.keep, blob);
       blobs.bytes += b.length;
