@@ -33,10 +33,3 @@ export async function sha256Hex(input: string | Bytes): Promise<string> {
   for (const b of await sha256(input)) out += b.toString(16).padStart(2, "0");
   return out;
 }
-
-/** SHA-256 in standard base64 (with padding), as CSP hash sources want it (`'sha256-…'`). */
-export async function sha256Base64(input: string | Bytes): Promise<string> {
-  let bin = "";
-  for (const b of await sha256(input)) bin += String.fromCharCode(b);
-  return btoa(bin);
-}

@@ -4,12 +4,12 @@
  * isolate and kept as plain strings; neither touches the partner.
  */
 
-import { fnv1aHex, sha256Base64 } from "../hash.ts";
+import { fnv1aHex } from "../hash.ts";
 import { ifNoneMatchMatches } from "../http/conditional.ts";
 import type { AppEnv } from "../http/context.ts";
 import { Hono } from "../http/hono.ts";
 import { openApiJson } from "../vehicles/openapi-document.ts";
-import { DOCS_STYLE, renderDocsPage } from "./page.ts";
+import { renderDocsPage } from "./page.ts";
 
 /**
  * Both documents may be cached by browsers and shared caches for a while (RFC 9111 §5.2.2.1):
@@ -25,8 +25,6 @@ interface Rendered {
 }
 
 const rendered = new Map<number, Rendered>();
-/** `'sha256-…'` of DOCS_STYLE; a plain value once computed (no promise shared across requests). */
-let styleHash: string | undefined;
 
 /** A weak validator: FNV-1a of the text and its length. */
 function fnv1a(s: string): string {
@@ -65,17 +63,17 @@ export function docsRoutes(): Hono<AppEnv> {
     });
   });
 
-  r.get("/docs", async (c) => {
+  r.get("/docs", (c) => {
     const doc = renderedFor(c.get("config").vehiclesMaxLimit);
     if (doc.html === undefined) {
       doc.html = renderDocsPage(JSON.parse(doc.json) as object);
       doc.htmlEtag = fnv1a(doc.html);
     }
-    styleHash ??= `'sha256-${await sha256Base64(DOCS_STYLE)}'`;
     return answer(c.req.header("if-none-match"), doc.html, doc.htmlEtag ?? fnv1a(doc.html), {
       "content-type": "text/html; charset=utf-8",
-      // No script at all; the one inline stylesheet by its hash; nothing loaded from anywhere.
-      "content-security-policy": `default-src 'none'; style-src ${styleHash}; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      // No script at all; its one stylesheet from this origin (public/docs/docs.css); nothing else.
+      "content-security-policy":
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
       "referrer-policy": "no-referrer",
       "x-frame-options": "DENY",
     });

@@ -7,7 +7,7 @@
 import type { MapTiles } from "./tiles.ts";
 
 /** Where the static files live (Workers Static Assets on Cloudflare, src/map/static-files.ts elsewhere). */
-export const MAP_ASSETS = "/map/";
+const MAP_ASSETS = "/map/";
 
 const ESCAPES: Record<string, string> = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 const escapeHtml = (s: string): string => s.replace(/[&<>"']/g, (c) => ESCAPES[c] ?? c);

@@ -1,9 +1,8 @@
 /**
- * The map's static files for the Deno and Bun server: the same `public/` directory that
+ * The pages' static files (the map's, and the /docs stylesheet) for the Deno and Bun server: the same `public/` directory that
  * Workers Static Assets serve on Cloudflare (wrangler.toml `[assets]`), answered before the app
  * as Cloudflare does. Runtime-agnostic: the entry hands in its way to read a file.
  */
-import { MAP_ASSETS } from "./page.ts";
 
 /** Reads one file under `public/`; undefined when there is none. */
 export type ReadAsset = (path: string) => Promise<Uint8Array<ArrayBuffer> | undefined>;
@@ -15,7 +14,8 @@ const TYPES: Record<string, string> = {
   svg: "image/svg+xml",
 };
 /** Plain names only: no `..`, no dot files, no encoded characters; one of the types above. */
-const SAFE_PATH = /^\/map\/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*[A-Za-z0-9_-][A-Za-z0-9._-]*\.(js|css|png|svg)$/;
+/** Under /map/ or /docs/ (the directories of public/ the pages load from). */
+const SAFE_PATH = /^\/(?:map|docs)\/(?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*[A-Za-z0-9_-][A-Za-z0-9._-]*\.(js|css|png|svg)$/;
 
 /**
  * A reader of `public/` from the runtime's readFile. `readFile` gets a file: URL and may throw
@@ -32,11 +32,10 @@ export function assetReader(readFile: (url: URL) => Promise<Uint8Array<ArrayBuff
   };
 }
 
-/** A static file for GET or HEAD of a path under /map/, else undefined (the app handles it). */
+/** A static file for GET or HEAD of a path under /map/ or /docs/, else undefined (the app handles it). */
 export async function serveAsset(request: Request, read: ReadAsset): Promise<Response | undefined> {
   if (request.method !== "GET" && request.method !== "HEAD") return undefined;
   const path = new URL(request.url).pathname;
-  if (!path.startsWith(MAP_ASSETS)) return undefined;
   const ext = SAFE_PATH.exec(path)?.[1];
   if (ext === undefined) return undefined;
   const bytes = await read(path);

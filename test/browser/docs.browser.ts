@@ -4,7 +4,7 @@
  * `wrangler dev` on free ports (scripts/start.ts), drives Chromium over the DevTools protocol
  * (Node's own WebSocket; no Playwright needed) and checks what a reader gets: the operations
  * and parameters on the rendered page, the stylesheet applied under the page's CSP, no CSP
- * violation or script error, nothing fetched but the page itself. Leaves a screenshot in
+ * violation or script error, nothing fetched but the page and its stylesheet. Leaves a screenshot in
  * $DOCS_SCREENSHOT (default /tmp/docs-browser.png). Chromium and the protocol: ./chromium.ts.
  */
 import assert from "node:assert/strict";
@@ -159,13 +159,19 @@ describe("/docs in headless Chromium", () => {
   });
 
   it("applies its stylesheet under the CSP, with no violation or error, and fetches nothing else", () => {
-    // A CSP violation shows here first ("Applying inline style violates ..."), with the hash it wanted.
+    // A CSP violation shows here first ("Refused to load the stylesheet ..."), with the source it blocked.
     assert.deepEqual(problems, []);
-    // .m-get is green only if the hashed inline stylesheet was allowed.
+    // .m-get is green only if its stylesheet (/docs/docs.css, a static asset) loaded and was allowed.
     assert.deepEqual(view.methodBadge, { background: "rgb(23, 128, 61)", color: "rgb(255, 255, 255)" });
     assert.match(view.bodyFont, /system-ui/);
-    const others = requests.filter((u) => !u.endsWith("/docs") && !u.endsWith("/favicon.ico"));
+    const others = requests.filter(
+      (u) => !u.endsWith("/docs") && !u.endsWith("/docs/docs.css") && !u.endsWith("/favicon.ico"),
+    );
     assert.deepEqual(others, []);
+    assert.ok(
+      requests.some((u) => u.endsWith("/docs/docs.css")),
+      "the stylesheet was not fetched",
+    );
     // A readable column, not a page wider than the window.
     assert.ok(view.width <= 1280, `page is ${view.width}px wide`);
     assert.ok(view.height > 2000, `page is only ${view.height}px tall`);

@@ -11,7 +11,7 @@ import { type Sandbox, startSandbox } from "../../sandbox/index.ts";
 import { VENDOR_DIR, vendorMap } from "../../scripts/vendor-map.ts";
 import { type RuntimeProcess, sandboxSettings, startRuntime } from "./runtime-process.ts";
 
-describe("the map's files on deno", () => {
+describe("the pages' static files on deno (the map's, the /docs stylesheet)", () => {
   let sandbox: Sandbox;
   let proc: RuntimeProcess;
 
@@ -42,10 +42,23 @@ describe("the map's files on deno", () => {
     const css = await fetch(`${proc.url}/map/map.css`);
     expect(css.headers.get("content-type")).toBe("text/css; charset=utf-8");
     await css.body?.cancel();
+    // The /docs page's stylesheet, from the same directory as on Cloudflare.
+    const docsCss = await fetch(`${proc.url}/docs/docs.css`);
+    expect(docsCss.status).toBe(200);
+    expect(docsCss.headers.get("content-type")).toBe("text/css; charset=utf-8");
+    expect(
+      Buffer.from(await docsCss.arrayBuffer()).equals(await readFile(join(VENDOR_DIR, "../../docs/docs.css"))),
+    ).toBe(true);
   });
 
   it("answers 404 problem+json for anything else, and made no partner request for any of it", async () => {
-    for (const path of ["/map/missing.js", "/map/%2e%2e/%2e%2e/package.json", "/map/_headers"]) {
+    for (const path of [
+      "/map/missing.js",
+      "/map/%2e%2e/%2e%2e/package.json",
+      "/map/_headers",
+      "/docs/missing.css",
+      "/docs/%2e%2e/_headers",
+    ]) {
       const res = await fetch(`${proc.url}${path}`);
       expect(res.status, path).toBe(404);
       expect(res.headers.get("content-type"), path).toMatch(/^application\/problem\+json/);
