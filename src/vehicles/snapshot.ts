@@ -217,6 +217,14 @@ class Bytes {
     this.#copy(out, 0, this.#length);
     return out;
   }
+  /** The same bytes as a Blob, copied once, by the runtime, from the parts (the ranges as views). */
+  blob(): Blob {
+    return new Blob(
+      this.#parts.map((part) =>
+        typeof part === "string" ? part : (this.#source.subarray(part[0], part[1]) as Uint8Array<ArrayBuffer>),
+      ),
+    );
+  }
   /** The longest range of the source in the body (0 when none). */
   longestRange(): number {
     let n = 0;
@@ -405,7 +413,7 @@ export function vehiclesBody(
   if (opts.keep !== undefined && longest >= viewMin) {
     const blobs = kept ?? { bytes: 0, byKey: new Map<string, Blob>() };
     if (blobs.byKey.size < BODY_BLOBS_PER_SNAPSHOT && blobs.bytes + b.length <= p.text.length + BODY_BLOBS_SLACK) {
-      const blob = new Blob([b.build()]);
+      const blob = b.blob();
       blobs.byKey.set(opts.keep, blob);
       blobs.bytes += b.length;
       if (!kept) bodyBlobs.set(p, blobs);
