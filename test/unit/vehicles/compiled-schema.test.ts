@@ -1,19 +1,8 @@
 import * as v from "valibot";
 import { describe, expect, it } from "vitest";
+import { mulberry32 } from "../../../sandbox/prng.ts";
 import { compileSchema } from "../../../src/vehicles/compiled-schema.ts";
 import { VehicleSchema } from "../../../src/vehicles/schema.ts";
-
-/** mulberry32: a small seeded generator, so a failure names the item that caused it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ABSENT = Symbol("absent");
 const astral = (n: number) => "😀".repeat(n);
@@ -126,7 +115,7 @@ describe("compileSchema: the same answers as v.safeParse", () => {
   const compiled = compileSchema(VehicleSchema);
 
   it("agrees with valibot on 30,000 generated items, output and key order included", () => {
-    const rand = rng(0x5ba7e);
+    const rand = mulberry32(0x5ba7e);
     let accepted = 0;
     let rejected = 0;
     for (let i = 0; i < 30_000; i++) {
