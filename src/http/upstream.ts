@@ -44,8 +44,7 @@ export async function fetchUpstream(
     const res = await fetchFn(new Request(request, { redirect: "manual", signal: controller.signal }));
     const declared = Number(res.headers.get("content-length"));
     if (Number.isFinite(declared) && declared > opts.maxBytes) {
-      await res.body?.cancel().catch(() => {});
-      throw new UpstreamError("too_large");
+      return await refuseTooLarge(res.body);
     }
     const text = await readCapped(res, opts.maxBytes);
     return { status: res.status, headers: res.headers, text };
@@ -55,6 +54,12 @@ export async function fetchUpstream(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A body over the cap: let go of the rest of it (a cancel that fails changes nothing), and refuse it. */
+async function refuseTooLarge(body: { cancel(): Promise<void> } | null): Promise<never> {
+  await body?.cancel().catch(() => {});
+  throw new UpstreamError("too_large");
 }
 
 /** The first buffer when no usable Content-Length says how much to expect. */
@@ -99,8 +104,7 @@ async function readCapped(res: Response, maxBytes: number): Promise<string> {
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new UpstreamError("too_large");
+      return await refuseTooLarge(reader);
     }
   }
   return new TextDecoder().decode(new Uint8Array(buffer, 0, size));
@@ -116,8 +120,7 @@ async function readChunks(body: ReadableStream<Uint8Array>, maxBytes: number): P
     if (done) break;
     size += value.byteLength;
     if (size > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new UpstreamError("too_large");
+      return await refuseTooLarge(reader);
     }
     chunks.push(value);
   }
