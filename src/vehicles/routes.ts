@@ -187,7 +187,7 @@ function respondRendered(
   t: TierContext,
   s: Served,
   { etag, link }: Pick<Answer, "etag" | "link">,
-  body: () => Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array<ArrayBuffer>> | Blob,
+  body: () => ResponseBody,
 ): Response {
   if (s.storeAs !== undefined) {
     const meta = { fetchedAt: s.snapshot.fetchedAt, snapshotEtag: s.snapshot.etag, etag };
