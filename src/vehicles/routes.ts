@@ -179,8 +179,8 @@ function respondCached(c: Context<AppEnv>, a: CachedAnswer): Response {
 }
 
 /**
- * An answer rendered from a snapshot; after a response cache miss, also stored (rendered a second
- * time for the put, behind the response).
+ * An answer rendered from a snapshot; after a response cache miss, also stored behind the response
+ * (`body` called a second time for the put: the same kept Blob, or the answer rendered again).
  */
 function respondRendered(
   c: Context<AppEnv>,

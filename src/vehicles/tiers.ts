@@ -405,9 +405,9 @@ function toStore(s: Served, r: ResponseTier | undefined): Served {
 
 /**
  * Writes a rendered answer to the response cache behind the response (`waitUntil`): one write per
- * key at a time, MAX_PUTS_IN_FLIGHT at most, none where L2 is known to store nothing. `body`
- * renders the answer again (a body stream cannot be both sent and stored), only if the write goes
- * ahead. Never rejects.
+ * key at a time, MAX_PUTS_IN_FLIGHT at most, none where L2 is known to store nothing. `body` is
+ * called again, only if the write goes ahead: a kept page's Blob is the same one, anything else is
+ * rendered anew (a body stream cannot be both sent and stored). Never rejects.
  */
 export function storeAnswer(t: TierContext, key: string, meta: ResponseMeta, body: () => ResponseBody): void {
   const { deps } = t;
